@@ -1,0 +1,133 @@
+"""Typed readers for environment variables.
+
+Every setting comes from the environment. A bad value must stop the process at
+start with a message that names the variable, never fall back silently: a
+typo in production should be loud. ``NAME_FILE`` is honoured for secrets
+(Docker/Kubernetes secrets are mounted as files).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+class ImproperlyConfiguredEnv(ValueError):
+    """Raised when an environment variable holds a value we cannot use."""
+
+
+def _raw(name: str, environ: dict[str, str]) -> str | None:
+    file_name = environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfiguredEnv(f"{name}_FILE={file_name!r} cannot be read: {exc}") from exc
+    return environ.get(name)
+
+
+@dataclass
+class Env:
+    environ: dict[str, str]
+
+    @classmethod
+    def from_os(cls) -> Env:
+        return cls(dict(os.environ))
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = _raw(name, self.environ)
+        if value is None or value == "":
+            return default
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.str(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ImproperlyConfiguredEnv(f"{name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self.str(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ImproperlyConfiguredEnv(f"{name}={value!r} is not an integer") from None
+        if minimum is not None and number < minimum:
+            raise ImproperlyConfiguredEnv(f"{name}={number} is below the minimum {minimum}")
+        if maximum is not None and number > maximum:
+            raise ImproperlyConfiguredEnv(f"{name}={number} is above the maximum {maximum}")
+        return number
+
+    def list(self, name: str, default: list[str]) -> list[str]:
+        value = self.str(name)
+        if value is None:
+            return list(default)
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    def choice(self, name: str, default: str, choices: set[str]) -> str:
+        value = self.str(name, default)
+        assert value is not None
+        if value not in choices:
+            raise ImproperlyConfiguredEnv(f"{name}={value!r} is not one of {sorted(choices)}")
+        return value
+
+
+def parse_database_url(url: str, *, base_dir: Path) -> dict:
+    """Turn ``DATABASE_URL`` into a Django ``DATABASES['default']`` dict.
+
+    Supported: ``sqlite:///relative/or/absolute.sqlite3`` and
+    ``postgres://user:password@host:port/name?sslmode=require``.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path)
+        if path.startswith("//"):  # sqlite:////abs/path
+            path = path[1:]
+        elif path.startswith("/"):
+            path = path[1:]
+        if not path:
+            raise ImproperlyConfiguredEnv("DATABASE_URL=sqlite:/// needs a file name")
+        name = path if path == ":memory:" or Path(path).is_absolute() else str(base_dir / path)
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name}
+    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+        name = unquote(parsed.path.lstrip("/"))
+        if not name:
+            raise ImproperlyConfiguredEnv("DATABASE_URL has no database name (postgres://user@host:5432/NAME)")
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ImproperlyConfiguredEnv("DATABASE_URL has an invalid port") from None
+        options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name,
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(port or ""),
+            "OPTIONS": options,
+            # Keep connections for a minute; ASGI code paths close stale ones.
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfiguredEnv(
+        f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use sqlite:/// or postgres://)"
+    )
+
+
+def parse_redis_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfiguredEnv(f"REDIS_URL scheme {parsed.scheme!r} is not supported (use redis:// or rediss://)")
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ImproperlyConfiguredEnv("REDIS_URL has no host (redis://127.0.0.1:6379/0)")
+    return url

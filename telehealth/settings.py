@@ -1,0 +1,166 @@
+"""Settings: environment variables only (see .env.example for every name).
+
+With nothing set, the platform runs as an embedded demo: SQLite, the
+in-memory channel layer, DEBUG on. ``DATABASE_URL`` switches to PostgreSQL and
+``REDIS_URL`` to channels-redis. Bad values raise at import with a message
+naming the variable; ``manage.py check --deploy`` refuses unsafe production
+combinations (telehealth/checks.py).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+
+from telehealth.env import Env, ImproperlyConfiguredEnv, parse_database_url, parse_redis_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = Env.from_os()
+
+# The demo key is public (it is in this file). checks.py refuses it in deploy checks.
+DEMO_SECRET_KEY = "demo-only-insecure-secret-key-do-not-use-in-production-0000000000"
+SECRET_KEY = env.str("SECRET_KEY", DEMO_SECRET_KEY)
+DEBUG = env.bool("DEBUG", True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first: its runserver replaces Django's so dev serves ASGI too
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "telehealth",
+    "accounts",
+    "rooms",
+    "signaling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "accounts.middleware.UserTimezoneMiddleware",
+    "telehealth.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "telehealth.urls"
+ASGI_APPLICATION = "telehealth.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": parse_database_url(
+        env.str("DATABASE_URL", "sqlite:///var/db.sqlite3") or "", base_dir=BASE_DIR
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [parse_redis_url(REDIS_URL)],
+                # Prefix keeps several deployments on one Redis apart.
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", "telehealth") or "telehealth",
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+USE_TZ = True
+# Storage is UTC; each request renders in the viewer's zone (accounts.middleware).
+TIME_ZONE = "UTC"
+CLINIC_TIME_ZONE = env.str("CLINIC_TIME_ZONE", "America/New_York") or "America/New_York"
+if CLINIC_TIME_ZONE not in zoneinfo.available_timezones():
+    raise ImproperlyConfiguredEnv(f"CLINIC_TIME_ZONE={CLINIC_TIME_ZONE!r} is not an IANA time zone")
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", str(BASE_DIR / "staticfiles")) or "")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Under daphne with DEBUG on, whitenoise serves straight from the finders.
+WHITENOISE_USE_FINDERS = DEBUG
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "telehealth@localhost")
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", 12 * 3600, minimum=300)
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0, minimum=0)
+if env.bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Scheduling defaults (each can be overridden per track, series or session).
+DEFAULT_LOBBY_OPENS_BEFORE = timedelta(minutes=env.int("DEFAULT_LOBBY_MINUTES", 10, minimum=0, maximum=240))
+DEFAULT_LATE_JOIN_MINUTES = env.int("DEFAULT_LATE_JOIN_MINUTES", 10, minimum=0, maximum=240)
+# How far ahead a series materialises occurrences (rooms.services.generate_occurrences).
+SERIES_HORIZON_DAYS = env.int("SERIES_HORIZON_DAYS", 84, minimum=1, maximum=730)
+
+LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
