@@ -109,7 +109,9 @@ class TrackTherapist(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["track", "therapist"], name="rooms_tracktherapist_unique"),
             models.UniqueConstraint(
-                fields=["track"], condition=Q(role="lead"), name="rooms_tracktherapist_one_lead",
+                fields=["track"],
+                condition=Q(role="lead"),
+                name="rooms_tracktherapist_one_lead",
                 violation_error_message="A track has one lead therapist.",
             ),
         ]
@@ -170,12 +172,101 @@ class Enrollment(models.Model):
                 errors["end_date"] = f"The program ends on {program.ends_on}; the enrollment ends after it."
         if errors:
             raise ValidationError(errors)
+        if track is not None and self.start_date and self.status == EnrollmentStatus.ACTIVE:
+            self._check_group_capacity(track)
+
+    def _check_group_capacity(self, track: Track) -> None:
+        """Refuse the enrollment that would put more people in a group than its room holds."""
+        today = local_today(track.program.time_zone)
+        first = max(self.start_date, today)
+        if self.end_date and self.end_date < first:
+            return  # a past enrollment changes no future roster
+        room = rooms_meeting(track.pk, today).order_by("capacity").first()
+        if room is None:
+            return
+        peak, day = peak_active_enrollments(
+            track.pk,
+            first,
+            self.end_date,
+            exclude_pk=None if self._state.adding else self.pk,
+            extra=(self.start_date, self.end_date),
+        )
+        if peak > room.capacity:
+            raise ValidationError(
+                f"The room “{room.name}” holds {people(room.capacity)}; with this enrollment "
+                f"{track.name} would have {people(peak, 'active participant')} on {day}. "
+                f"Raise the room's capacity or choose other dates.",
+                code="room.over_capacity",
+            )
 
     def covers(self, day: date) -> bool:
         return self.start_date <= day and (self.end_date is None or day <= self.end_date)
 
     def __str__(self) -> str:
         return f"{self.participant} in {self.track.name}"
+
+
+def people(count: int, noun: str = "participant") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def local_today(zone: str) -> date:
+    """Today on the program's calendar (enrollment and series dates are local dates)."""
+    import zoneinfo
+
+    return timezone.localdate(timezone=zoneinfo.ZoneInfo(zone))
+
+
+def peak_active_enrollments(
+    track_id, first: date, last: date | None = None, *, exclude_pk=None, extra: tuple[date, date | None] | None = None
+) -> tuple[int, date | None]:
+    """The largest number of active enrollments of a track on any one day of [first, last], and that day.
+
+    Rolling admission: twenty enrollments over a season may never meet on the same day, so a
+    room's capacity is compared with the busiest day, not with the total.
+    """
+    qs = Enrollment.objects.filter(track_id=track_id, status=EnrollmentStatus.ACTIVE).filter(
+        Q(end_date__isnull=True) | Q(end_date__gte=first)
+    )
+    if last is not None:
+        qs = qs.filter(start_date__lte=last)
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    intervals = list(qs.values_list("start_date", "end_date"))
+    if extra is not None:
+        intervals.append(extra)
+    events: list[tuple[date, int]] = []
+    for start, end in intervals:
+        start = max(start, first)
+        if (end is not None and end < start) or (last is not None and start > last):
+            continue
+        events.append((start, 1))
+        if end is not None:
+            events.append((end + timedelta(days=1), -1))  # end dates are inclusive
+    peak, peak_day, current = 0, None, 0
+    # On one day, leavers go before joiners: a stay ending Monday and one starting Tuesday never meet.
+    for day, delta in sorted(events, key=lambda event: (event[0], event[1])):
+        current += delta
+        if current > peak:
+            peak, peak_day = current, day
+    return peak, peak_day
+
+
+def rooms_meeting(track_id, today: date) -> models.QuerySet[Room]:
+    """Group-kind rooms where this track meets from today on (a current series or a future session)."""
+    return (
+        Room.objects.filter(kind__in=TRACK_ROSTER_KINDS)
+        .filter(
+            Q(series__track_id=track_id, series__until__isnull=True)
+            | Q(series__track_id=track_id, series__until__gte=today)
+            | Q(
+                sessions__track_id=track_id,
+                sessions__ends_at__gt=timezone.now(),
+                sessions__status__in=[SessionStatus.SCHEDULED, SessionStatus.OPEN, SessionStatus.LIVE],
+            )
+        )
+        .distinct()
+    )
 
 
 class RoomKind(models.TextChoices):
@@ -215,6 +306,36 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Only an existing group-kind room has tracks meeting in it whose size can exceed a new capacity.
+        if self._state.adding or not self.capacity or self.kind not in TRACK_ROSTER_KINDS:
+            return
+        program = getattr(self, "program", None)
+        if program is None:
+            return
+        today = local_today(program.time_zone)
+        track_ids = set(
+            SessionSeries.objects.filter(room_id=self.pk, track__isnull=False)
+            .filter(Q(until__isnull=True) | Q(until__gte=today))
+            .values_list("track_id", flat=True)
+        ) | set(
+            Session.objects.filter(room_id=self.pk, track__isnull=False, ends_at__gt=timezone.now())
+            .exclude(status=SessionStatus.CANCELLED)
+            .values_list("track_id", flat=True)
+        )
+        for track in Track.objects.filter(pk__in=track_ids).order_by("name"):
+            peak, day = peak_active_enrollments(track.pk, today)
+            if peak > self.capacity:
+                raise ValidationError(
+                    {
+                        "capacity": (
+                            f"{track.name} meets in this room and has {people(peak, 'active participant')} on {day}; "
+                            f"the capacity cannot be lower than that."
+                        )
+                    },
+                    code="room.over_capacity",
+                )
 
 
 class RoomTherapist(models.Model):
@@ -264,7 +385,11 @@ class SessionSeries(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="series")
     track = models.ForeignKey(
-        Track, on_delete=models.PROTECT, related_name="series", null=True, blank=True,
+        Track,
+        on_delete=models.PROTECT,
+        related_name="series",
+        null=True,
+        blank=True,
         help_text="Required for group, education and holistic rooms: the roster comes from its enrollments.",
     )
     title = models.CharField(max_length=120, help_text="Shown to members of the session.")
@@ -274,20 +399,26 @@ class SessionSeries(models.Model):
     starts_on = models.DateField()
     until = models.DateField(null=True, blank=True, help_text="Last possible date; empty for open-ended.")
     exception_dates = models.CharField(
-        max_length=2000, blank=True, validators=[validate_exception_dates],
+        max_length=2000,
+        blank=True,
+        validators=[validate_exception_dates],
         help_text="Dates without a session, YYYY-MM-DD separated by commas (holidays).",
     )
     lobby_opens_before = models.DurationField(default=timedelta(minutes=10))
     late_join_minutes = models.PositiveSmallIntegerField(default=10)
-    admission_policy = models.CharField(max_length=24, choices=AdmissionPolicy.choices, blank=True,
-                                        help_text="Empty: the track's policy.")
+    admission_policy = models.CharField(
+        max_length=24, choices=AdmissionPolicy.choices, blank=True, help_text="Empty: the track's policy."
+    )
 
     class Meta:
         verbose_name_plural = "session series"
         ordering = ["title"]
         constraints = [
-            models.CheckConstraint(condition=Q(duration__gt=timedelta(0)), name="rooms_series_duration_positive",
-                                   violation_error_message="A session must last longer than zero minutes."),
+            models.CheckConstraint(
+                condition=Q(duration__gt=timedelta(0)),
+                name="rooms_series_duration_positive",
+                violation_error_message="A session must last longer than zero minutes.",
+            ),
             models.CheckConstraint(
                 condition=Q(until__isnull=True) | Q(until__gte=models.F("starts_on")),
                 name="rooms_series_until_after_start",
@@ -332,6 +463,16 @@ class SessionSeries(models.Model):
             errors["duration"] = "A session cannot last longer than 12 hours."
         if self.until and self.starts_on and self.until < self.starts_on:
             errors["until"] = "The series cannot end before it starts."
+        if not errors and room is not None and room.kind in TRACK_ROSTER_KINDS and self.track_id and self.starts_on:
+            first = max(self.starts_on, local_today(room.program.time_zone))
+            if self.until is None or self.until >= first:
+                peak, day = peak_active_enrollments(self.track_id, first, self.until)
+                if peak > room.capacity:
+                    errors["room"] = (
+                        f"The room “{room.name}” holds {people(room.capacity)} but {self.track.name} "
+                        f"has {people(peak, 'active participant')} on {day}. "
+                        f"Choose a larger room or raise its capacity."
+                    )
         if errors:
             raise ValidationError(errors)
         if room is not None and self.starts_on and self.weekdays and self.start_time and self.duration:
@@ -343,9 +484,7 @@ class SessionSeries(models.Model):
             rule = SeriesRule.from_series(self)
             horizon_end = self.until or (self.starts_on + timedelta(days=366))
             if not occurrences_between(rule, self.starts_on, horizon_end, limit=1):
-                raise ValidationError(
-                    "This series has no occurrences: check the weekdays, dates and exceptions."
-                )
+                raise ValidationError("This series has no occurrences: check the weekdays, dates and exceptions.")
 
 
 class SessionStatus(models.TextChoices):
@@ -379,7 +518,10 @@ class Session(models.Model):
     # Set when staff edit this occurrence by hand: series edits then leave it alone.
     detached = models.BooleanField(default=False, help_text="Edited by hand; series changes no longer apply.")
     participants = models.ManyToManyField(
-        User, through="RosterEntry", related_name="explicit_sessions", blank=True,
+        User,
+        through="RosterEntry",
+        related_name="explicit_sessions",
+        blank=True,
     )
 
     class Meta:
@@ -392,7 +534,8 @@ class Session(models.Model):
                 violation_error_message="A session must end after it starts.",
             ),
             models.UniqueConstraint(
-                fields=["series", "occurrence_date"], name="rooms_session_one_per_series_date",
+                fields=["series", "occurrence_date"],
+                name="rooms_session_one_per_series_date",
             ),
         ]
 
@@ -439,21 +582,44 @@ class Session(models.Model):
         if errors:
             raise ValidationError(errors)
         if room is not None and self.starts_at and self.ends_at and self.status != SessionStatus.CANCELLED:
+            problems = []
             clash = self.overlapping().first()
             if clash is not None:
-                raise ValidationError(
-                    f"The room already has “{clash.title}” from "
-                    f"{timezone.localtime(clash.starts_at):%a %d %b %H:%M} to "
-                    f"{timezone.localtime(clash.ends_at):%H:%M}."
+                problems.append(
+                    ValidationError(
+                        f"The room already has “{clash.title}” from "
+                        f"{timezone.localtime(clash.starts_at):%a %d %b %H:%M} to "
+                        f"{timezone.localtime(clash.ends_at):%H:%M}.",
+                        code="session.overlap",
+                    )
                 )
+            if room.kind in TRACK_ROSTER_KINDS and self.track_id:
+                day = self.local_date()
+                expected = Enrollment.objects.filter(
+                    Q(end_date__isnull=True) | Q(end_date__gte=day),
+                    track_id=self.track_id,
+                    status=EnrollmentStatus.ACTIVE,
+                    start_date__lte=day,
+                ).count()
+                if expected > room.capacity:
+                    problems.append(
+                        ValidationError(
+                            f"The room “{room.name}” holds {people(room.capacity)} but {self.track.name} "
+                            f"has {people(expected, 'active participant')} on {day}.",
+                            code="room.over_capacity",
+                        )
+                    )
+            if problems:
+                raise ValidationError(problems)
 
 
 class RosterEntry(models.Model):
     """An explicit roster line for individual, family and medication sessions."""
 
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="roster_entries")
-    participant = models.ForeignKey(User, on_delete=models.PROTECT, related_name="roster_entries",
-                                    limit_choices_to={"role": Role.PARTICIPANT})
+    participant = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="roster_entries", limit_choices_to={"role": Role.PARTICIPANT}
+    )
 
     class Meta:
         verbose_name_plural = "roster entries"
@@ -465,6 +631,9 @@ class RosterEntry(models.Model):
         participant = getattr(self, "participant", None)
         if participant is not None and participant.role != Role.PARTICIPANT:
             raise ValidationError({"participant": f"{participant} is not a participant."})
+
+    def __str__(self) -> str:
+        return f"{self.participant} on {self.session}"
 
 
 class SessionRemoval(models.Model):
@@ -481,6 +650,9 @@ class SessionRemoval(models.Model):
             models.UniqueConstraint(fields=["session", "user"], name="rooms_sessionremoval_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user} removed from {self.session}"
+
 
 class FamilyConsent(models.Model):
     """The participant's consent to involve a family contact in one program (42 CFR Part 2)."""
@@ -492,14 +664,16 @@ class FamilyConsent(models.Model):
         User, on_delete=models.PROTECT, related_name="+", help_text="Who gave consent (normally the participant)."
     )
     consented_at = models.DateTimeField(default=timezone.now)
-    recorded_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+", null=True, blank=True,
-                                    editable=False)
+    recorded_by = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="+", null=True, blank=True, editable=False
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["contact", "program"], condition=Q(revoked_at__isnull=True),
+                fields=["contact", "program"],
+                condition=Q(revoked_at__isnull=True),
                 name="rooms_familyconsent_one_active_per_program",
                 violation_error_message="This contact already has an active consent for this program.",
             ),
@@ -512,6 +686,34 @@ class FamilyConsent(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def clean(self) -> None:
+        errors = {}
+        if self.consented_at and self.consented_at > timezone.now() + timedelta(minutes=5):
+            errors["consented_at"] = "Consent cannot be recorded ahead of time: use the date it was given."
+        contact = getattr(self, "contact", None)
+        if (
+            contact is not None
+            and self.program_id
+            and not Enrollment.objects.filter(
+                participant_id=contact.participant_id, track__program_id=self.program_id
+            ).exists()
+        ):
+            errors["program"] = f"{contact.participant} has no enrollment in this program."
+        # The constraint says so too, but forms leave revoked_at out (it is set by revoking), and
+        # Django skips a conditional constraint whose condition names an excluded field.
+        if contact is not None and self.program_id and self.revoked_at is None and "program" not in errors:
+            others = FamilyConsent.objects.filter(
+                contact_id=contact.pk, program_id=self.program_id, revoked_at__isnull=True
+            ).exclude(pk=self.pk)
+            if others.exists():
+                errors["program"] = "This contact already has an active consent for this program."
+        if errors:
+            raise ValidationError(errors)
+
+    def __str__(self) -> str:
+        state = "active" if self.revoked_at is None else "revoked"
+        return f"Consent for {self.contact} in {self.program} ({state})"
 
 
 class AuditAction(models.TextChoices):
@@ -537,10 +739,12 @@ class AuditEvent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=48)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
-                              related_name="+")
-    subject = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
-                                related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     session = models.ForeignKey(Session, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_events")
     code = models.CharField(max_length=48, blank=True, help_text="Stable reason code, e.g. session.not_open.")
 
@@ -556,3 +760,6 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit log is append-only.")
+
+    def __str__(self) -> str:
+        return f"{self.action} at {self.at:%Y-%m-%d %H:%M:%S} UTC"

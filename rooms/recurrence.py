@@ -64,7 +64,8 @@ def occurrences_between(rule: SeriesRule, first: date, last: date, *, limit: int
     """Occurrences whose local date lies in [first, last] and in the rule's own range."""
     start = max(first, rule.starts_on)
     end = min(last, rule.until) if rule.until else last
-    if end < start or not rule.weekdays:
+    # limit=0 means "none": the loop below only checks the limit after appending one.
+    if end < start or not rule.weekdays or (limit is not None and limit <= 0):
         return []
     dates = rrule(
         WEEKLY,

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from accounts.models import Role, User
@@ -26,6 +27,8 @@ from rooms.models import (
     AuditEvent,
     Enrollment,
     EnrollmentStatus,
+    FamilyConsent,
+    RoomTherapist,
     RosterEntry,
     Session,
     SessionRemoval,
@@ -36,8 +39,14 @@ from rooms.models import (
 from rooms.recurrence import SeriesRule, occurrences_between
 
 
-def audit(action: str, *, actor: User | None = None, subject: User | None = None,
-          session: Session | None = None, code: str = "") -> AuditEvent:
+def audit(
+    action: str,
+    *,
+    actor: User | None = None,
+    subject: User | None = None,
+    session: Session | None = None,
+    code: str = "",
+) -> AuditEvent:
     """Append one audit row. Ids only: never names, chat text or secrets."""
     return AuditEvent.objects.create(action=action, actor=actor, subject=subject, session=session, code=code)
 
@@ -71,7 +80,12 @@ def roster(session: Session) -> QuerySet[User]:
 
 def roster_counts(sessions: Iterable[Session]) -> dict:
     """Roster size per session id, in a fixed number of queries whatever the number of sessions."""
+    # Room kind and program time zone are read per session below: load them in bulk, or every
+    # session would cost its own room and program queries.
+    if isinstance(sessions, QuerySet):
+        sessions = sessions.select_related("room__program")
     sessions = list(sessions)
+    prefetch_related_objects(sessions, "room__program")  # no query for rooms already loaded
     counts: dict = {}
     track_ids = {s.track_id for s in sessions if s.room.kind in TRACK_ROSTER_KINDS and s.track_id}
     enrollments_by_track: dict = defaultdict(list)
@@ -139,43 +153,84 @@ def sessions_for_participant(user: User, first: datetime, last: datetime) -> lis
 # --- entry ---------------------------------------------------------------------------------
 
 
-def entry_facts(user: User, session: Session, *, participants_present: int = 0) -> EntryFacts:
-    """Read everything ``decide_entry`` needs about this person and session.
+def entry_facts_for(user: User, sessions: Iterable[Session], *, participants_present: dict | None = None) -> dict:
+    """Everything ``decide_entry`` needs about this person, for each session, keyed by session id.
 
-    ``participants_present`` is supplied by the realtime service (who is in the
-    room or waiting); pages that only preview the decision pass 0.
+    A fixed number of queries whatever the number of sessions (home pages list a
+    week). Sessions should come with ``room__program`` selected. The realtime
+    service supplies ``participants_present`` (who is in the room or waiting,
+    per session id); pages that only preview entry leave it out (0).
     """
-    day = local_date(session)
-    on_roster = False
-    enrollment_active = False
-    if session.room.kind in TRACK_ROSTER_KINDS and session.track_id:
-        enrollments = list(Enrollment.objects.filter(participant=user, track_id=session.track_id))
-        on_roster = bool(enrollments)
-        enrollment_active = any(e.status == EnrollmentStatus.ACTIVE and e.covers(day) for e in enrollments)
-    else:
-        on_roster = RosterEntry.objects.filter(session=session, participant=user).exists()
-        enrollment_active = on_roster
-    return EntryFacts(
-        is_active=user.is_active,
-        is_session_therapist=is_session_therapist(user, session),
-        is_clinic_admin=user.role == Role.ADMIN,
-        on_roster=on_roster and user.role == Role.PARTICIPANT,
-        enrollment_active=enrollment_active,
-        removed=SessionRemoval.objects.filter(session=session, user=user).exists(),
-        status=session.status,
-        starts_at=session.starts_at,
-        ends_at=session.ends_at,
-        lobby_opens_at=session.lobby_opens_at,
-        late_join_until=session.late_join_until,
-        auto_admit=session.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK,
-        locked=session.locked,
-        capacity=session.room.capacity,
-        participants_present=participants_present,
-    )
+    sessions = list(sessions)
+    if not sessions:
+        return {}
+    present = participants_present or {}
+    ids = [s.id for s in sessions]
+    track_ids = {s.track_id for s in sessions if s.track_id}
+
+    therapist_rooms: set = set()
+    therapist_tracks: set = set()
+    if user.role == Role.THERAPIST:
+        therapist_rooms = set(
+            RoomTherapist.objects.filter(therapist=user, room_id__in={s.room_id for s in sessions}).values_list(
+                "room_id", flat=True
+            )
+        )
+        therapist_tracks = set(
+            TrackTherapist.objects.filter(therapist=user, track_id__in=track_ids).values_list("track_id", flat=True)
+        )
+    enrollments_by_track: dict = defaultdict(list)
+    explicit: set = set()
+    if user.role == Role.PARTICIPANT:
+        for enrollment in Enrollment.objects.filter(participant=user, track_id__in=track_ids):
+            enrollments_by_track[enrollment.track_id].append(enrollment)
+        explicit = set(
+            RosterEntry.objects.filter(participant=user, session_id__in=ids).values_list("session_id", flat=True)
+        )
+    removed = set(SessionRemoval.objects.filter(user=user, session_id__in=ids).values_list("session_id", flat=True))
+
+    facts = {}
+    for s in sessions:
+        if s.uses_track_roster:
+            enrollments = enrollments_by_track[s.track_id]
+            day = local_date(s)
+            on_roster = bool(enrollments)
+            enrollment_active = any(e.status == EnrollmentStatus.ACTIVE and e.covers(day) for e in enrollments)
+        else:
+            on_roster = enrollment_active = s.id in explicit
+        facts[s.id] = EntryFacts(
+            is_active=user.is_active,
+            is_session_therapist=s.room_id in therapist_rooms or (bool(s.track_id) and s.track_id in therapist_tracks),
+            is_clinic_admin=user.role == Role.ADMIN,
+            on_roster=on_roster and user.role == Role.PARTICIPANT,
+            enrollment_active=enrollment_active,
+            removed=s.id in removed,
+            status=s.status,
+            starts_at=s.starts_at,
+            ends_at=s.ends_at,
+            lobby_opens_at=s.lobby_opens_at,
+            late_join_until=s.late_join_until,
+            auto_admit=s.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK,
+            locked=s.locked,
+            capacity=s.room.capacity,
+            participants_present=present.get(s.id, 0),
+        )
+    return facts
 
 
-def check_entry(user: User, session: Session, *, now: datetime | None = None,
-                participants_present: int = 0) -> EntryDecision:
+def entry_facts(user: User, session: Session, *, participants_present: int = 0) -> EntryFacts:
+    """``entry_facts_for`` for one session."""
+    return entry_facts_for(user, [session], participants_present={session.id: participants_present})[session.id]
+
+
+def entry_decisions(user: User, sessions: Iterable[Session], now: datetime) -> dict:
+    """``check_entry`` for a list of sessions (keyed by id), in a fixed number of queries."""
+    return {sid: decide_entry(facts, now) for sid, facts in entry_facts_for(user, sessions).items()}
+
+
+def check_entry(
+    user: User, session: Session, *, now: datetime | None = None, participants_present: int = 0
+) -> EntryDecision:
     return decide_entry(entry_facts(user, session, participants_present=participants_present), now or timezone.now())
 
 
@@ -211,8 +266,9 @@ def _series_values(series: SessionSeries, starts_at: datetime, ends_at: datetime
 
 
 @transaction.atomic
-def generate_occurrences(series: SessionSeries, *, now: datetime | None = None,
-                         horizon_days: int | None = None) -> GenerationResult:
+def generate_occurrences(
+    series: SessionSeries, *, now: datetime | None = None, horizon_days: int | None = None
+) -> GenerationResult:
     """Materialise the series' occurrences from now to the horizon. Idempotent.
 
     - Missing occurrences are created (skipped, and reported, when the room is taken).
@@ -225,13 +281,19 @@ def generate_occurrences(series: SessionSeries, *, now: datetime | None = None,
     horizon = timedelta(days=horizon_days if horizon_days is not None else settings.SERIES_HORIZON_DAYS)
     zone = zoneinfo.ZoneInfo(series.time_zone)
     today = timezone.localtime(now, zone).date()
+    first_day = today - timedelta(days=1)
+    horizon_end = today + horizon
     rule = SeriesRule.from_series(series)
-    wanted = {o.occurrence_date: o for o in occurrences_between(rule, today - timedelta(days=1), today + horizon)}
     # Lock this series' rows so two generators cannot race on the unique (series, date) key.
     existing = {
         s.occurrence_date: s
-        for s in Session.objects.select_for_update().filter(series=series, occurrence_date__gte=today - timedelta(days=1))
+        for s in Session.objects.select_for_update().filter(series=series, occurrence_date__gte=first_day)
     }
+    # Evaluate the rule as far as the furthest existing occurrence, not just this run's horizon:
+    # dates an earlier, longer run created are still produced by the rule and must not be
+    # cancelled as if an exception had removed them.
+    last_day = max([horizon_end, *existing])
+    wanted = {o.occurrence_date: o for o in occurrences_between(rule, first_day, last_day)}
     result = GenerationResult()
     for day, occurrence in sorted(wanted.items()):
         if occurrence.starts_at <= now:
@@ -239,6 +301,8 @@ def generate_occurrences(series: SessionSeries, *, now: datetime | None = None,
         values = _series_values(series, occurrence.starts_at, occurrence.ends_at)
         session = existing.get(day)
         if session is None:
+            if day > horizon_end:
+                continue  # beyond this run's horizon: a later run creates it
             candidate = Session(series=series, occurrence_date=day, **values)
             clash = candidate.overlapping().first()
             if clash is not None:
@@ -249,17 +313,26 @@ def generate_occurrences(series: SessionSeries, *, now: datetime | None = None,
             continue
         if session.detached or session.starts_at <= now or session.status in {SessionStatus.ENDED, SessionStatus.LIVE}:
             continue
-        changed = False
-        if session.status == SessionStatus.CANCELLED:
+        changes = {name: value for name, value in values.items() if getattr(session, name) != value}
+        restoring = session.status == SessionStatus.CANCELLED
+        if not changes and not restoring:
+            continue
+        if restoring or changes.keys() & {"room_id", "starts_at", "ends_at"}:
+            # A new time or room, or a restored date, may land on another booking made since:
+            # skip and report it, as for a new occurrence, rather than double-book the room.
+            probe = Session(
+                pk=session.pk, room_id=values["room_id"], starts_at=values["starts_at"], ends_at=values["ends_at"]
+            )
+            clash = probe.overlapping().first()
+            if clash is not None:
+                result.conflicts.append((day, clash))
+                continue
+        if restoring:
             session.status = SessionStatus.SCHEDULED
-            changed = True
-        for name, value in values.items():
-            if getattr(session, name) != value:
-                setattr(session, name, value)
-                changed = True
-        if changed:
-            session.save()
-            result.updated.append(session)
+        for name, value in changes.items():
+            setattr(session, name, value)
+        session.save()
+        result.updated.append(session)
     for day, session in existing.items():
         if day in wanted or session.detached or session.starts_at <= now:
             continue
@@ -275,8 +348,9 @@ def preview_occurrences(series: SessionSeries, *, count: int = 8, now: datetime 
     now = now or timezone.now()
     today = timezone.localtime(now, zoneinfo.ZoneInfo(series.time_zone)).date()
     rule = SeriesRule.from_series(series)
-    return [o for o in occurrences_between(rule, today, today + timedelta(days=400), limit=count + 2)
-            if o.starts_at > now][:count]
+    return [
+        o for o in occurrences_between(rule, today, today + timedelta(days=400), limit=count + 2) if o.starts_at > now
+    ][:count]
 
 
 # --- single occurrences ----------------------------------------------------------------------------
@@ -296,13 +370,35 @@ def cancel_session(session: Session, *, by: User) -> Session:
 @transaction.atomic
 def move_session(session: Session, *, starts_at: datetime, ends_at: datetime, by: User) -> Session:
     """Move one occurrence; it then no longer follows its series. Validates overlap and order."""
+    before = (session.starts_at, session.ends_at, session.detached)
     session.starts_at = starts_at
     session.ends_at = ends_at
     session.detached = True
-    session.full_clean()
+    try:
+        session.full_clean()
+    except ValidationError:
+        # The move did not happen: leave the caller's instance as it was (a form re-renders from it).
+        session.starts_at, session.ends_at, session.detached = before
+        raise
     session.save()
     audit(AuditAction.SESSION_MOVED, actor=by, session=session)
     return session
+
+
+@transaction.atomic
+def revoke_consents(consents: QuerySet[FamilyConsent], *, by: User) -> int:
+    """Revoke each still-active family consent and audit it. Returns how many were revoked.
+
+    A consent records something that happened: it is revoked (revoked_at set), never edited or deleted.
+    """
+    now = timezone.now()
+    count = 0
+    for consent in consents.filter(revoked_at__isnull=True).select_related("contact__participant"):
+        consent.revoked_at = max(now, consent.consented_at)
+        consent.save(update_fields=["revoked_at"])
+        audit(AuditAction.CONSENT_REVOKED, actor=by, subject=consent.contact.participant)
+        count += 1
+    return count
 
 
 def record_roster_view(viewer: User, session: Session) -> None:

@@ -35,8 +35,9 @@ PASSWORD = "correct-horse-battery-staple"
 def make_user(role: str = Role.PARTICIPANT, *, first: str = "Pat", last: str | None = None, **extra) -> User:
     n = next(_counter)
     last = last if last is not None else f"Tester{n}"
-    user = User(username=f"{role}{n}", first_name=first, last_name=last, email=f"{role}{n}@example.org",
-                role=role, **extra)
+    user = User(
+        username=f"{role}{n}", first_name=first, last_name=last, email=f"{role}{n}@example.org", role=role, **extra
+    )
     user.set_password(PASSWORD)
     user.save()
     return user
@@ -60,23 +61,42 @@ def make_room(program: Program, kind: str = RoomKind.GROUP, **extra) -> Room:
     return Room.objects.create(**values)
 
 
-def enroll(participant: User, track: Track, start: date = date(2026, 1, 5), end: date | None = None,
-           status: str = EnrollmentStatus.ACTIVE) -> Enrollment:
-    return Enrollment.objects.create(participant=participant, track=track, start_date=start, end_date=end,
-                                     status=status)
+def enroll(
+    participant: User,
+    track: Track,
+    start: date = date(2026, 1, 5),
+    end: date | None = None,
+    status: str = EnrollmentStatus.ACTIVE,
+) -> Enrollment:
+    return Enrollment.objects.create(
+        participant=participant, track=track, start_date=start, end_date=end, status=status
+    )
 
 
-def make_session(room: Room, starts_at: datetime, *, track: Track | None = None, duration=timedelta(hours=3),
-                 **extra) -> Session:
-    values = {"room": room, "track": track, "title": "Evening process group", "starts_at": starts_at,
-              "ends_at": starts_at + duration}
+def make_session(
+    room: Room, starts_at: datetime, *, track: Track | None = None, duration=timedelta(hours=3), **extra
+) -> Session:
+    values = {
+        "room": room,
+        "track": track,
+        "title": "Evening process group",
+        "starts_at": starts_at,
+        "ends_at": starts_at + duration,
+    }
     values.update(extra)
     return Session.objects.create(**values)
 
 
 def make_series(room: Room, track: Track | None, **extra) -> SessionSeries:
-    values = {"room": room, "track": track, "title": "Evening process group", "weekdays": "MO,WE,FR",
-              "start_time": time(18, 0), "duration": timedelta(hours=3), "starts_on": date(2026, 1, 5)}
+    values = {
+        "room": room,
+        "track": track,
+        "title": "Evening process group",
+        "weekdays": "MO,WE,FR",
+        "start_time": time(18, 0),
+        "duration": timedelta(hours=3),
+        "starts_on": date(2026, 1, 5),
+    }
     values.update(extra)
     return SessionSeries.objects.create(**values)
 
@@ -123,8 +143,21 @@ def make_clinic(group_start: datetime = GROUP_START) -> Clinic:
     other_track = make_track(program, name="Morning track", part_of_day="morning")
     enroll(outsider_participant, other_track)
     group_session = make_session(group_room, group_start, track=track)
-    individual_session = make_session(individual_room, group_start - timedelta(hours=5), duration=timedelta(hours=1),
-                                      title="Individual session")
+    individual_session = make_session(
+        individual_room, group_start - timedelta(hours=5), duration=timedelta(hours=1), title="Individual session"
+    )
     RosterEntry.objects.create(session=individual_session, participant=participant)
-    return Clinic(program, track, group_room, individual_room, admin, lead, co, participant, outsider_participant,
-                  outsider_therapist, group_session, individual_session)
+    return Clinic(
+        program,
+        track,
+        group_room,
+        individual_room,
+        admin,
+        lead,
+        co,
+        participant,
+        outsider_participant,
+        outsider_therapist,
+        group_session,
+        individual_session,
+    )
