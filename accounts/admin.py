@@ -19,10 +19,22 @@ class UserAdmin(DjangoUserAdmin):
 
 @admin.register(FamilyContact)
 class FamilyContactAdmin(admin.ModelAdmin):
-    list_display = ["name", "relationship", "participant"]
+    # Family members have no account; staff reach them by e-mail or phone to send a session link.
+    # rooms.admin extends this admin with the per-program consents (accounts never imports rooms).
+    list_display = ["name", "relationship", "participant", "email", "phone", "created_at"]
     search_fields = ["name", "participant__first_name", "participant__last_name"]
     list_select_related = ["participant"]
     autocomplete_fields = ["participant"]
+    fields = ["participant", "name", "relationship", "email", "phone", "recorded_by", "created_at"]
+    readonly_fields = ["recorded_by", "created_at"]
+    date_hierarchy = "created_at"
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "participant":
+            kwargs.setdefault(
+                "error_messages", {"invalid_choice": "Family contacts belong to participants: choose a participant."}
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
         if not change:
