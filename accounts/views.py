@@ -1,4 +1,5 @@
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
@@ -13,3 +14,12 @@ def profile(request):
         messages.success(request, "Saved. Times are now shown in your new time zone.")
         return redirect("profile")
     return render(request, "accounts/profile.html", {"form": form})
+
+
+class LogoutView(auth_views.LogoutView):
+    """Log out (POST only) and say so: on a shared phone, people want to see that it worked."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You have logged out.")
+        return response

@@ -1,0 +1,27 @@
+// Reloads the page when a waiting room opens, so a disabled "Opens at 17:50" button
+// turns into "Join" without a tap. Configuration comes from the server in a
+// json_script block (<script id="page-config" type="application/json">): the CSP
+// allows no inline script.
+
+const node = document.getElementById("page-config");
+const config = node ? JSON.parse(node.textContent) : {};
+const reloadAt = config.reloadAt ? Date.parse(config.reloadAt) : NaN;
+const DAY = 24 * 3600 * 1000;
+
+function reloadIfDue() {
+  if (Date.now() >= reloadAt) {
+    window.location.reload();
+  }
+}
+
+if (!Number.isNaN(reloadAt)) {
+  const wait = reloadAt - Date.now();
+  // Timers stall while a phone sleeps or the tab is hidden: check again when it comes back.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") reloadIfDue();
+  });
+  if (wait > 0 && wait < DAY) {
+    // A second late, so the server's clock agrees the room is open.
+    window.setTimeout(reloadIfDue, wait + 1000);
+  }
+}

@@ -1,0 +1,179 @@
+"""A real server and a real browser for the screen tests.
+
+The server is daphne (the production server) in a subprocess, on a free port,
+against a throw-away SQLite database that ``seed_demo`` filled. The browser is
+Debian's chromium driven by Playwright's sync API; ``playwright install`` is
+never needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+DEMO_PASSWORD = "calm-harbor-demo"
+CLINIC_ZONE = "America/New_York"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+
+
+@dataclass
+class DemoServer:
+    url: str
+    env: dict
+    seed_output: str
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the server's database and return its output."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout
+
+
+# What a child process inherits; everything else (DATABASE_URL, REDIS_URL, DEBUG...) is set here,
+# so the server never touches the developer's or CI's database.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+
+
+def _start_daphne(env: dict, log: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Start daphne on a port the kernel picks (-p 0, no race) and wait for /healthz."""
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "telehealth.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"daphne exited with {proc.returncode}:\n{log.read_text()}")
+        if url is None:
+            found = re.search(r"Listening on TCP address 127\.0\.0\.1:(\d+)", log.read_text())
+            url = f"http://127.0.0.1:{found.group(1)}" if found else None
+        if url is not None:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    if response.status == 200 and b'"ok"' in response.read():
+                        return proc, url
+            except OSError:
+                pass
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"daphne did not answer /healthz within {timeout:.0f}s:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory) -> DemoServer:
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ} | {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DJANGO_SETTINGS_MODULE": "telehealth.settings",
+        "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
+        "CLINIC_TIME_ZONE": CLINIC_ZONE,
+        "DEBUG": "true",  # whitenoise serves static files from the finders, no collectstatic
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+    }
+    server = DemoServer(url="", env=env, seed_output="")
+    server.manage("migrate", "--no-input", "-v", "0")
+    server.seed_output = server.manage("seed_demo", "--password", DEMO_PASSWORD)
+    log = tmp / "daphne.log"
+    proc, server.url = _start_daphne(env, log)
+    try:
+        yield server
+    finally:
+        _stop(proc)
+    # Whatever the screens showed, an unhandled exception in the server is a bug.
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+# Module scope, not session: while sync Playwright runs it owns an asyncio loop on this thread,
+# and the async tests that follow (pytest-asyncio) need the thread back.
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class CspWatch:
+    """Collects the browser's Content-Security-Policy complaints: the strict policy must hold."""
+
+    def __init__(self, page):
+        self.violations: list[str] = []
+        page.on("console", self._on_console)
+
+    def _on_console(self, message) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            self.violations.append(message.text)
+
+
+def new_page(browser, **context_options):
+    """A fresh browser profile (a new user: no cookies) and its page, with a CSP watch attached."""
+    # A clinic-side browser: its clock and zone agree with the people it shows (and the admin's hints).
+    defaults = {"viewport": DESKTOP, "timezone_id": CLINIC_ZONE, "locale": "en-US"}
+    context = browser.new_context(**(defaults | context_options))
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    return context, page, CspWatch(page)
+
+
+def log_in(page, server: DemoServer, username: str, password: str = DEMO_PASSWORD) -> None:
+    page.goto(f"{server.url}/")
+    # Anonymous visitors land on the login page.
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/")
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
