@@ -1,7 +1,11 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels (daphne serves both).
 
-The WebSocket stack: origin must match ALLOWED_HOSTS, then the Django session
-authenticates the user, then the signaling router picks a consumer.
+Every WebSocket passes the same stack before a consumer sees it: the Origin
+must match ALLOWED_HOSTS (a foreign or missing Origin is refused), then the
+Django session cookie gives ``scope["user"]``, then the signaling router picks
+a consumer. A path no route matches is refused before accept (HTTP 403), like
+a bad origin, rather than raising inside the router: an unhandled exception is
+a server error and must never be the way a handshake is refused.
 """
 
 import os
@@ -14,13 +18,22 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from signaling.routing import websocket_urlpatterns  # noqa: E402
+
+
+def websocket_stack(inner):
+    """Wrap a WebSocket app in the checks every handshake passes: origin, then session user."""
+    return AllowedHostsOriginValidator(AuthMiddlewareStack(inner))
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_stack(
+            URLRouter([*websocket_urlpatterns, re_path(r"", WebsocketDenier.as_asgi(), name="ws-unknown")])
+        ),
     }
 )

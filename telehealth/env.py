@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+# URL schemes DATABASE_URL accepts for PostgreSQL.
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
+
 
 class ImproperlyConfiguredEnv(ValueError):
     """Raised when an environment variable holds a value we cannot use."""
@@ -98,7 +101,7 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
             raise ImproperlyConfiguredEnv("DATABASE_URL=sqlite:/// needs a file name")
         name = path if path == ":memory:" or Path(path).is_absolute() else str(base_dir / path)
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": name}
-    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+    if parsed.scheme in POSTGRES_SCHEMES:
         name = unquote(parsed.path.lstrip("/"))
         if not name:
             raise ImproperlyConfiguredEnv("DATABASE_URL has no database name (postgres://user@host:5432/NAME)")
@@ -127,7 +130,9 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
 def parse_redis_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in {"redis", "rediss", "unix"}:
-        raise ImproperlyConfiguredEnv(f"REDIS_URL scheme {parsed.scheme!r} is not supported (use redis:// or rediss://)")
+        raise ImproperlyConfiguredEnv(
+            f"REDIS_URL scheme {parsed.scheme!r} is not supported (use redis:// or rediss://)"
+        )
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ImproperlyConfiguredEnv("REDIS_URL has no host (redis://127.0.0.1:6379/0)")
     return url

@@ -9,6 +9,8 @@ combinations (telehealth/checks.py).
 
 from __future__ import annotations
 
+import re
+import warnings
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
@@ -73,9 +75,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": parse_database_url(
-        env.str("DATABASE_URL", "sqlite:///var/db.sqlite3") or "", base_dir=BASE_DIR
-    )
+    "default": parse_database_url(env.str("DATABASE_URL", "sqlite:///var/db.sqlite3") or "", base_dir=BASE_DIR)
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -127,6 +127,10 @@ STORAGES = {
 }
 # Under daphne with DEBUG on, whitenoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = DEBUG
+if DEBUG and not STATIC_ROOT.is_dir():
+    # Nothing is collected in development, and nothing needs to be: without this, whitenoise
+    # warns about the missing STATIC_ROOT on every start (and in every test that builds a handler).
+    warnings.filterwarnings("ignore", message=re.escape(f"No directory at: {STATIC_ROOT}"))
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env.str("EMAIL_HOST", "localhost")

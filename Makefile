@@ -1,0 +1,31 @@
+# The few commands a person runs. Each installs what it needs first (scripts/lib.sh).
+# Extra pytest arguments: make test ARGS="-x -k join"
+
+.PHONY: demo test test-fast lint format check ci
+
+demo:         ## install, migrate, seed and serve the demo on http://127.0.0.1:8000
+	bash scripts/demo
+
+test:         ## the whole suite, browser tests included
+	bash scripts/test $(ARGS)
+
+test-fast:    ## everything but the browser tests
+	bash scripts/test -m "not e2e" $(ARGS)
+
+lint:         ## ruff: lint rules and formatting
+	bash scripts/setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format:       ## apply ruff's fixes and formatting
+	bash scripts/setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+check:        ## Django system checks and no missing migrations
+	bash scripts/setup
+	.venv/bin/python manage.py check
+	.venv/bin/python manage.py makemigrations --check --dry-run
+
+ci:           ## what CI runs: PostgreSQL + Redis, then SQLite + in-memory
+	bash .ci/run
