@@ -8,6 +8,7 @@ URL, a browser or a log line are opaque.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import date, datetime, timedelta
 
@@ -523,6 +524,12 @@ class Session(models.Model):
         related_name="explicit_sessions",
         blank=True,
     )
+    # Realtime state (rooms.live). The chat counter is bumped under this row's lock, so
+    # sequence numbers are gap-free per session and clients resynchronise by them.
+    chat_seq = models.PositiveIntegerField(default=0, editable=False)
+    spotlight = models.ForeignKey(
+        "Seat", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
 
     class Meta:
         ordering = ["starts_at"]
@@ -716,6 +723,121 @@ class FamilyConsent(models.Model):
         return f"Consent for {self.contact} in {self.program} ({state})"
 
 
+class SeatState(models.TextChoices):
+    WAITING = "waiting", "In the waiting room"
+    ADMITTED = "admitted", "In the room"
+    DENIED = "denied", "Denied"
+    REMOVED = "removed", "Removed"
+    LEFT = "left", "Left"
+
+
+class SeatCapacity(models.TextChoices):
+    """The values of rooms.access.Capacity, as model choices."""
+
+    PARTICIPANT = "participant", "Participant"
+    MODERATOR = "moderator", "Moderator (therapist of the session)"
+    OBSERVER = "observer", "Observer (clinic admin)"
+
+
+def new_member_id() -> str:
+    """An opaque, URL-safe id peers know a person by in one session (never the user id)."""
+    return secrets.token_urlsafe(16)
+
+
+class Seat(models.Model):
+    """One person's place in one session's realtime room: waiting, admitted, or gone.
+
+    One row per (session, user), whatever the number of tabs or reconnects: the
+    roster is built from seats, so nobody appears twice. ``epoch`` counts
+    connections; the newest connection owns the seat, and a stale connection's
+    disconnect (same person, older tab) is recognised by its older epoch.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="seats")
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="seats")
+    member_id = models.CharField(max_length=32, unique=True, default=new_member_id, editable=False)
+    capacity = models.CharField(max_length=16, choices=SeatCapacity.choices)
+    state = models.CharField(max_length=16, choices=SeatState.choices)
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    admitted_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    left_at = models.DateTimeField(null=True, blank=True)
+    # Connection: the newest socket's epoch; disconnected_at starts the reconnect grace period.
+    connected = models.BooleanField(default=False)
+    epoch = models.PositiveIntegerField(default=0)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    # SHA-256 of the resume tokens (the current one and the one before the latest connection):
+    # a token is a bearer secret and is never stored.
+    resume_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    previous_resume_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Media as the person's client reports it, and what the therapist imposed.
+    mic = models.BooleanField(default=False)
+    camera = models.BooleanField(default=False)
+    hard_muted = models.BooleanField(default=False)
+    camera_blocked = models.BooleanField(default=False)
+    hand_raised_at = models.DateTimeField(null=True, blank=True)
+    # The therapist's latest message to this person while they wait (plain text, shown as such).
+    waiting_message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "user"], name="rooms_seat_one_per_person"),
+            models.CheckConstraint(
+                condition=Q(state__in=["waiting", "admitted", "denied", "removed", "left"]),
+                name="rooms_seat_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(capacity__in=["participant", "moderator", "observer"]),
+                name="rooms_seat_capacity_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["session", "state"], name="rooms_seat_session_state")]
+
+    def __str__(self) -> str:
+        return f"seat {self.member_id} ({self.state})"
+
+    @property
+    def is_moderator(self) -> bool:
+        return self.capacity == SeatCapacity.MODERATOR
+
+
+class ChatMessage(models.Model):
+    """A chat message, persisted before anyone receives it.
+
+    ``seq`` is per session and gap-free (taken under the session row's lock);
+    ``client_id`` makes a resend idempotent. ``thread_participant`` empty means
+    the room chat; otherwise the private thread between that participant and the
+    session's therapists. Deleting keeps the row (and its number) and drops the text.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="chat_messages")
+    seq = models.PositiveIntegerField()
+    sender = models.ForeignKey(Seat, on_delete=models.PROTECT, related_name="sent_messages")
+    client_id = models.CharField(max_length=64)
+    text = models.TextField(max_length=2000, blank=True)
+    thread_participant = models.ForeignKey(
+        Seat, on_delete=models.PROTECT, null=True, blank=True, related_name="thread_messages"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="rooms_chatmessage_unique_seq"),
+            models.UniqueConstraint(
+                fields=["session", "sender", "client_id"], name="rooms_chatmessage_idempotent_client_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"chat #{self.seq}"
+
+
 class AuditAction(models.TextChoices):
     ROSTER_VIEWED = "roster.viewed", "Roster viewed"
     ENTRY_CHECKED = "entry.checked", "Entry checked"
@@ -723,6 +845,28 @@ class AuditAction(models.TextChoices):
     SESSION_CANCELLED = "session.cancelled", "Session cancelled"
     SESSION_MOVED = "session.moved", "Session moved"
     CONSENT_REVOKED = "consent.revoked", "Family consent revoked"
+    # The realtime session (rooms.live). Ids and codes only: never chat text, SDP or tokens.
+    JOINED = "live.joined", "Joined (room or waiting room)"
+    LEFT = "live.left", "Left"
+    RECONNECTED = "live.reconnected", "Reconnected"
+    ADMITTED = "live.admitted", "Admitted from the waiting room"
+    DENIED = "live.denied", "Denied entry"
+    REMOVED = "live.removed", "Removed"
+    MUTED = "live.muted", "Muted"
+    HARD_MUTED = "live.hard_muted", "Hard-muted"
+    MUTE_RELEASED = "live.mute_released", "Hard mute released"
+    UNMUTE_ASKED = "live.unmute_asked", "Asked to unmute"
+    CAMERA_OFF = "live.camera_off", "Camera turned off"
+    CAMERA_RELEASED = "live.camera_released", "Camera block released"
+    LOCKED = "live.locked", "Room locked"
+    UNLOCKED = "live.unlocked", "Room unlocked"
+    ENDED = "live.ended", "Session ended"
+    SPOTLIGHT = "live.spotlight", "Spotlight changed"
+    HAND_LOWERED = "live.hand_lowered", "Hand lowered by a therapist"
+    WAITING_MESSAGE = "live.waiting_message", "Message to the waiting room"
+    CHAT_DELETED = "live.chat_deleted", "Chat message deleted"
+    HANDSHAKE_REFUSED = "live.handshake_refused", "Connection refused"
+    COMMAND_REFUSED = "live.command_refused", "Command refused"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -92,4 +92,6 @@ ensure_test_system_packages() {
         apt_install chromium
     fi
     ensure_debs fonts-liberation fonts-dejavu-core
+    # The multi-process tests start a private redis-server of their own (to restart it safely).
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 }

@@ -12,20 +12,97 @@ Clients speak JSON text frames with an envelope::
 - ``data``  the type's payload, validated by the model below (unknown fields refused)
 
 The server answers with frames it builds itself, field by field, from validated
-values: it stamps ``from`` (a member id) and ``ts`` on everything it relays.
+values (``SERVER_MESSAGES``)::
+
+    {"v": 1, "type": "chat.message", "ts": "2026-03-02T23:05:00.123Z", "from": "m-id", "re": null,
+     "message": {...}}
+
+- ``ts``    the server's clock (UTC, milliseconds): clients never decide time
+- ``from``  the member id of whoever caused the frame, null for the server itself
+- ``re``    the client message id this frame answers, null for pushed frames
+
 A client's ``type`` is only ever a key into ``CLIENT_MESSAGES``; it never
 becomes a method name or a channel-layer event type.
 
 docs/protocol.md and docs/protocol.schema.json are generated from this module
 (``python -m signaling.protocol``) and a test fails when they drift.
+
+Connecting
+----------
+Open ``wss://<host>/ws/sessions/<session uuid>/`` with the subprotocol
+``telehealth.v1``, from a page of the same origin, logged in (the Django session
+cookie). A handshake is refused before it is accepted (HTTP 403, and an audit
+row) when the subprotocol is missing, the person is not logged in, not on the
+session's roster, removed or denied, the session is over, the waiting room is not
+open yet (the join page says when it opens) or the room is locked. The first frame
+is always ``welcome``.
+
+The waiting room
+----------------
+A participant usually lands in the waiting room (``welcome.state`` = ``waiting``):
+they get their own waiting state (``waiting``: when the room opens by itself, and
+the therapist's latest message) and nothing of the room: no roster, chat or media.
+Under the "auto then knock" policy the room lets participants in by itself from
+the session's start until the late-join limit; otherwise a therapist admits
+(``admitted`` arrives with the room) or denies (``denied``, then close 4403).
+Therapists and clinic admins (observers) enter the room directly; therapists see
+the waiting list live (``waiting.list``).
+
+In the room
+-----------
+``welcome.room`` (or ``admitted.room``) carries the roster (display names and
+opaque member ids only), the spotlight, the lock, the raised hands, the ICE servers
+and ``chat_seq``, the latest chat sequence number: ask ``chat.history`` with
+``after_seq`` 0 for the chat so far. Roster changes arrive as ``member.joined``,
+``member.updated`` and ``member.left``; apply them by member id (a frame may repeat
+what a snapshot already showed).
+
+Chat
+----
+``chat.send`` is stored before anyone receives it and numbered per session
+(``seq``). The sender's own copy answers its ``id`` (``re``); sending the same
+``id`` again returns the stored message and delivers nothing twice, so a client
+may resend after any failure. A participant may write privately to the session's
+therapists (``to_therapists``); a therapist answers into that participant's thread
+(``thread``). Text is plain text: render it as text, never as markup. Deleted
+messages keep their number with empty text.
+
+Reconnecting
+------------
+The channel layer is at-most-once; the database is the record. A dropped socket
+keeps its seat for a grace period (``SEAT_GRACE_SECONDS``, 30 s by default): peers
+see ``member.updated`` with ``presence`` = ``reconnecting``, then ``connected``
+again, never a leave and a join. The client reconnects (with jittered backoff),
+gets a new ``welcome``, then sends ``resume`` with the previous ``resume_token`` and
+the last chat ``seq`` it saw, and receives ``resumed``: the roster now and exactly
+the chat it missed. A second tab or device takes the seat over: the older
+connection is closed with 4409 and must not reconnect by itself.
+
+Media signaling (peer to peer)
+------------------------------
+``signal.description`` and ``signal.candidate`` go to one member (``to``), both of
+you admitted to the same session. The recipient gets the fields rebuilt by the
+server, ``from`` the sender, and ``polite``: its "perfect negotiation" role towards
+that sender (the two sides of a pair always get opposite roles). A new description
+to a peer (ICE restart) opens a new budget of candidates for it. ``conn`` in a
+roster entry changes when that member's connection is new: renegotiate with it.
+
+Moderation
+----------
+``mod.*`` commands and ``chat.delete`` are for the session's therapists; anyone else
+gets ``perm.denied`` and the attempt is audited. Each command answers ``ack`` and its
+effects arrive as their own frames (``mod.muted`` to the person muted,
+``member.updated`` to everyone, ...). A hard mute or camera block makes the server
+refuse ``media.state`` turning them on until a therapist releases it.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_serializer
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = f"telehealth.v{PROTOCOL_VERSION}"
@@ -36,6 +113,8 @@ MAX_SDP_BYTES = 32 * 1024
 MAX_CANDIDATE_BYTES = 1024
 MAX_CHAT_CHARS = 2000
 MAX_WAITING_MESSAGE_CHARS = 500
+# Trickled candidates one member may send another per negotiation (a new description resets it).
+MAX_CANDIDATES_PER_PEER = 64
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -57,13 +136,21 @@ class Resume(_Payload):
 
 
 class ChatSend(_Payload):
-    """A chat message to the room, or privately to the session's therapists."""
+    """A chat message to the room, or privately to the session's therapists.
+
+    A participant sets ``to_therapists`` for a private message; a therapist answers
+    into that participant's private thread with ``thread`` (their member id).
+    Text is plain text: clients render it as text, never as markup.
+    """
 
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHAT_CHARS)]
     to_therapists: bool = False
+    thread: MemberId | None = None
 
 
 class ChatDelete(_Payload):
+    """A therapist deletes a message for everyone (by its sequence number)."""
+
     seq: int = Field(ge=1, le=2**31)
 
 
@@ -74,6 +161,8 @@ class ChatHistory(_Payload):
 
 
 class SessionDescription(_Payload):
+    """A WebRTC offer or answer for the member named in ``to``."""
+
     kind: Literal["offer", "answer"]
     sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_BYTES)]
 
@@ -100,11 +189,22 @@ class Target(_Payload):
 
 
 class Deny(_Payload):
+    """Turn someone in the waiting room away, with an optional message shown to them."""
+
     member: MemberId
     message: Annotated[str, StringConstraints(max_length=MAX_WAITING_MESSAGE_CHARS)] = ""
 
 
 class Mute(_Payload):
+    """Mute one participant; ``hard``: they cannot unmute until released."""
+
+    member: MemberId
+    hard: bool = False
+
+
+class CameraOff(_Payload):
+    """Turn one participant's camera off; ``hard``: they cannot turn it on until released."""
+
     member: MemberId
     hard: bool = False
 
@@ -116,7 +216,10 @@ class Spotlight(_Payload):
 
 
 class WaitingRoomMessage(_Payload):
+    """A therapist's message to everyone in the waiting room, or to one person there (``member``)."""
+
     text: Annotated[str, StringConstraints(max_length=MAX_WAITING_MESSAGE_CHARS)]
+    member: MemberId | None = None
 
 
 # type -> (payload model, needs a ``to`` target, moderator only)
@@ -131,6 +234,7 @@ CLIENT_MESSAGES: dict[str, tuple[type[_Payload], bool, bool]] = {
     "media.state": (MediaState, False, False),
     "hand.raise": (Empty, False, False),
     "hand.lower": (Empty, False, False),
+    "session.leave": (Empty, False, False),
     "mod.admit": (Target, False, True),
     "mod.admit_all": (Empty, False, True),
     "mod.deny": (Deny, False, True),
@@ -138,7 +242,8 @@ CLIENT_MESSAGES: dict[str, tuple[type[_Payload], bool, bool]] = {
     "mod.mute_all": (Empty, False, True),
     "mod.release_mute": (Target, False, True),
     "mod.ask_unmute": (Target, False, True),
-    "mod.camera_off": (Target, False, True),
+    "mod.camera_off": (CameraOff, False, True),
+    "mod.release_camera": (Target, False, True),
     "mod.remove": (Target, False, True),
     "mod.lock": (Empty, False, True),
     "mod.unlock": (Empty, False, True),
@@ -198,7 +303,8 @@ def parse_client_frame(text: str) -> ClientMessage:
 
     Codes: ``protocol.bad_json``, ``protocol.too_deep``, ``protocol.bad_envelope``,
     ``protocol.bad_version``, ``protocol.unknown_type``, ``protocol.bad_payload``,
-    ``protocol.target_required``, ``protocol.target_unexpected``.
+    ``protocol.too_large`` (a text over its own cap), ``protocol.target_required``,
+    ``protocol.target_unexpected``.
     """
     try:
         raw = json.loads(text)
@@ -226,6 +332,9 @@ def parse_client_frame(text: str) -> ClientMessage:
     try:
         payload = model.model_validate(envelope.data)
     except ValidationError as exc:
+        if any(error["type"] == "string_too_long" for error in exc.errors(include_url=False, include_input=False)):
+            # Chat, SDP and candidates have their own caps: over one, the contract says 1009.
+            raise ProtocolError("protocol.too_large", _first_error(exc), envelope.id) from None
         raise ProtocolError("protocol.bad_payload", _first_error(exc), envelope.id) from None
     return ClientMessage(
         type=envelope.type, id=envelope.id, to=envelope.to, data=payload, moderator_only=moderator_only
@@ -236,3 +345,429 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in error.get("loc", ())) or "frame"
     return f"{where}: {error.get('msg', 'invalid')}"
+
+
+# --- server messages ---------------------------------------------------------------------------
+
+Role = Literal["participant", "moderator", "observer"]
+Presence = Literal["connected", "reconnecting"]
+Timestamp = Annotated[str, Field(description="ISO 8601, UTC, milliseconds (the server's clock).")]
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """The wire form of an instant: ISO 8601 in UTC with milliseconds and a ``Z``."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberInfo(_Out):
+    """One admitted member as everyone in the room sees them: an opaque id and a display name only."""
+
+    member: MemberId
+    name: Annotated[str, StringConstraints(max_length=150)]
+    role: Role
+    presence: Presence = Field(description="reconnecting: the connection dropped, the seat is kept for a while.")
+    mic: bool
+    camera: bool
+    hard_muted: bool
+    camera_blocked: bool
+    hand: Timestamp | None = Field(description="When the hand went up; null when it is down.")
+    conn: int = Field(ge=0, description="Connection counter: a new value means new media negotiation.")
+
+
+class WaitingEntry(_Out):
+    """One person in the waiting room (therapists only)."""
+
+    member: MemberId
+    name: Annotated[str, StringConstraints(max_length=150)]
+    since: Timestamp
+    presence: Presence
+
+
+class ChatEntry(_Out):
+    """A stored chat message. ``thread`` is the participant's member id for a private thread."""
+
+    seq: int = Field(ge=1)
+    author: MemberId
+    text: Annotated[str, StringConstraints(max_length=MAX_CHAT_CHARS)] = Field(
+        description="Plain text (never markup); empty once deleted."
+    )
+    thread: MemberId | None
+    at: Timestamp
+    deleted: bool
+
+
+class IceServer(_Out):
+    """An RTCIceServer for the browser (username and credential only when set)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler):
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class RoomState(_Out):
+    """The room as an admitted member sees it."""
+
+    roster: list[MemberInfo]
+    spotlight: MemberId | None
+    locked: bool
+    chat_seq: int = Field(ge=0, description="The latest chat sequence number: ask chat.history for what you lack.")
+    hands: list[MemberId] = Field(description="Raised hands, earliest first.")
+    ice_servers: list[IceServer]
+
+
+class WaitingState(_Out):
+    """What a person in the waiting room is told, and nothing about the room."""
+
+    opens_at: Timestamp | None = Field(description="When the room lets you in by itself; null: a therapist admits you.")
+    message: Annotated[str, StringConstraints(max_length=MAX_WAITING_MESSAGE_CHARS)] = Field(
+        description="The therapist's latest message to you (plain text)."
+    )
+
+
+class Limits(_Out):
+    max_frame_bytes: int
+    max_chat_chars: int
+    max_sdp_bytes: int
+    max_candidate_bytes: int
+    max_candidates_per_peer: int
+
+
+LIMITS = Limits(
+    max_frame_bytes=MAX_FRAME_BYTES,
+    max_chat_chars=MAX_CHAT_CHARS,
+    max_sdp_bytes=MAX_SDP_BYTES,
+    max_candidate_bytes=MAX_CANDIDATE_BYTES,
+    max_candidates_per_peer=MAX_CANDIDATES_PER_PEER,
+)
+
+
+class ServerFrame(_Out):
+    """The envelope of every server frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    v: Literal[1] = PROTOCOL_VERSION
+    type: str
+    ts: Timestamp
+    from_: MemberId | None = Field(
+        default=None, alias="from", description="Who caused this frame (member id); null: the server."
+    )
+    re: ClientId | None = Field(default=None, description="The client message id this frame answers.")
+
+
+class Welcome(ServerFrame):
+    """First frame on every connection. Admitted: ``room`` is set; waiting: ``waiting`` is, and nothing else.
+
+    ``resume_token``: send it back in ``resume`` after a reconnect to get what you missed.
+    """
+
+    type: Literal["welcome"] = "welcome"
+    member: MemberId
+    role: Role
+    state: Literal["admitted", "waiting"]
+    resume_token: str
+    limits: Limits
+    room: RoomState | None
+    waiting: WaitingState | None
+
+
+class Waiting(ServerFrame):
+    """Your waiting-room state changed (a therapist's message, the room locked or unlocked)."""
+
+    type: Literal["waiting"] = "waiting"
+    waiting: WaitingState
+
+
+class WaitingList(ServerFrame):
+    """Who is waiting, since when (therapists only; the whole list each time)."""
+
+    type: Literal["waiting.list"] = "waiting.list"
+    entries: list[WaitingEntry]
+
+
+class Knock(ServerFrame):
+    """Someone tried to enter while the room is locked (therapists only)."""
+
+    type: Literal["knock"] = "knock"
+    name: Annotated[str, StringConstraints(max_length=150)]
+
+
+class Admitted(ServerFrame):
+    """You were let in from the waiting room: the room as it is now."""
+
+    type: Literal["admitted"] = "admitted"
+    room: RoomState
+
+
+class Denied(ServerFrame):
+    """A therapist turned you away (the connection then closes with 4403)."""
+
+    type: Literal["denied"] = "denied"
+    message: Annotated[str, StringConstraints(max_length=MAX_WAITING_MESSAGE_CHARS)]
+
+
+class Removed(ServerFrame):
+    """A therapist removed you (the connection then closes with 4403; do not reconnect)."""
+
+    type: Literal["removed"] = "removed"
+
+
+class Ended(ServerFrame):
+    """The session ended (the connection then closes with 4410)."""
+
+    type: Literal["ended"] = "ended"
+
+
+class MemberJoined(ServerFrame):
+    """Someone entered the room (admitted, or back after the grace period ran out)."""
+
+    type: Literal["member.joined"] = "member.joined"
+    member: MemberInfo
+
+
+class MemberUpdated(ServerFrame):
+    """A member's state changed: presence (reconnecting/connected), media, hand, or a new connection."""
+
+    type: Literal["member.updated"] = "member.updated"
+    member: MemberInfo
+
+
+class MemberLeft(ServerFrame):
+    """Someone left the room: on purpose, removed, or their grace period ran out."""
+
+    type: Literal["member.left"] = "member.left"
+    member: MemberId
+
+
+class Hands(ServerFrame):
+    """The raised-hand queue, earliest first (therapists only)."""
+
+    type: Literal["hands"] = "hands"
+    queue: list[MemberId]
+
+
+class ChatMessageFrame(ServerFrame):
+    """A chat message, stored before it was sent. ``from`` is its author."""
+
+    type: Literal["chat.message"] = "chat.message"
+    message: ChatEntry
+
+
+class ChatDeleted(ServerFrame):
+    """A therapist deleted this message: show it as deleted."""
+
+    type: Literal["chat.deleted"] = "chat.deleted"
+    seq: int = Field(ge=1)
+
+
+class ChatHistoryFrame(ServerFrame):
+    """The messages after ``after_seq`` you may read; ``more``: ask again from the last one."""
+
+    type: Literal["chat.history"] = "chat.history"
+    after_seq: int = Field(ge=0)
+    messages: list[ChatEntry]
+    more: bool
+
+
+class Resumed(ServerFrame):
+    """Answer to ``resume``: the room now and exactly the chat after your ``last_seq``."""
+
+    type: Literal["resumed"] = "resumed"
+    room: RoomState
+    chat: list[ChatEntry]
+    more: bool
+
+
+class SignalDescriptionFrame(ServerFrame):
+    """A relayed offer or answer. ``polite``: your perfect-negotiation role towards ``from``."""
+
+    type: Literal["signal.description"] = "signal.description"
+    kind: Literal["offer", "answer"]
+    sdp: Annotated[str, StringConstraints(max_length=MAX_SDP_BYTES)]
+    polite: bool
+
+
+class SignalCandidateFrame(ServerFrame):
+    """A relayed ICE candidate (empty: end of candidates)."""
+
+    type: Literal["signal.candidate"] = "signal.candidate"
+    candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_BYTES)]
+    sdp_mid: Annotated[str, StringConstraints(max_length=32)] | None
+    sdp_mline_index: int | None
+    polite: bool
+
+
+class ModMuted(ServerFrame):
+    """A therapist muted you: turn the microphone off. ``hard``: you cannot unmute until released."""
+
+    type: Literal["mod.muted"] = "mod.muted"
+    hard: bool
+
+
+class ModMuteReleased(ServerFrame):
+    """Your hard mute was released: you may unmute again."""
+
+    type: Literal["mod.mute_released"] = "mod.mute_released"
+
+
+class ModUnmuteRequested(ServerFrame):
+    """A therapist asks you to unmute (only you can)."""
+
+    type: Literal["mod.unmute_requested"] = "mod.unmute_requested"
+
+
+class ModCameraOff(ServerFrame):
+    """A therapist turned your camera off. ``hard``: you cannot turn it on until released."""
+
+    type: Literal["mod.camera_off"] = "mod.camera_off"
+    hard: bool
+
+
+class ModCameraReleased(ServerFrame):
+    """Your camera block was released: you may turn the camera on again."""
+
+    type: Literal["mod.camera_released"] = "mod.camera_released"
+
+
+class ModSpotlight(ServerFrame):
+    """The spotlighted member changed (null: none)."""
+
+    type: Literal["mod.spotlight"] = "mod.spotlight"
+    member: MemberId | None
+
+
+class ModLocked(ServerFrame):
+    """The room was locked or unlocked."""
+
+    type: Literal["mod.locked"] = "mod.locked"
+    locked: bool
+
+
+class Pong(ServerFrame):
+    """Answer to ``ping``."""
+
+    type: Literal["pong"] = "pong"
+
+
+class Ack(ServerFrame):
+    """A moderator command was carried out (its effects arrive as their own frames)."""
+
+    type: Literal["ack"] = "ack"
+
+
+class Error(ServerFrame):
+    """A refused frame. The connection stays open unless a close code follows."""
+
+    type: Literal["error"] = "error"
+    code: str
+    detail: str = ""
+    retry_after_ms: int | None = Field(default=None, description="rate.limited only: when to try again.")
+
+
+SERVER_MESSAGES: dict[str, type[ServerFrame]] = {
+    model.model_fields["type"].default: model
+    for model in [
+        Welcome,
+        Waiting,
+        WaitingList,
+        Knock,
+        Admitted,
+        Denied,
+        Removed,
+        Ended,
+        MemberJoined,
+        MemberUpdated,
+        MemberLeft,
+        Hands,
+        ChatMessageFrame,
+        ChatDeleted,
+        ChatHistoryFrame,
+        Resumed,
+        SignalDescriptionFrame,
+        SignalCandidateFrame,
+        ModMuted,
+        ModMuteReleased,
+        ModUnmuteRequested,
+        ModCameraOff,
+        ModCameraReleased,
+        ModSpotlight,
+        ModLocked,
+        Pong,
+        Ack,
+        Error,
+    ]
+}
+
+
+def build(model: type[ServerFrame], *, sender: str | None = None, re: str | None = None, **fields: Any) -> dict:
+    """Build a server frame from validated fields, stamped with the server's time and its sender."""
+    frame = model(ts=timestamp(), from_=sender, re=re, **fields)
+    return frame.model_dump(mode="json", by_alias=True)
+
+
+def encode(frame: dict) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def error(code: str, *, re: str | None = None, detail: str = "", retry_after_ms: int | None = None) -> dict:
+    return build(Error, re=re, code=code, detail=detail or ERROR_CODES.get(code, ""), retry_after_ms=retry_after_ms)
+
+
+# --- stable codes -------------------------------------------------------------------------------
+
+ERROR_CODES: dict[str, str] = {
+    "protocol.bad_json": "The frame is not valid JSON.",
+    "protocol.too_deep": "The frame is nested too deeply.",
+    "protocol.bad_envelope": "The envelope (v, type, id, to, data) is malformed.",
+    "protocol.bad_version": "Unsupported protocol version.",
+    "protocol.unknown_type": "Unknown message type.",
+    "protocol.bad_payload": "The data does not match the message type.",
+    "protocol.target_required": "This message needs a 'to' member id.",
+    "protocol.target_unexpected": "This message takes no 'to'.",
+    "rate.limited": "Too many frames: wait retry_after_ms and send again.",
+    "signal.too_many_candidates": "Too many ICE candidates for this peer in one negotiation.",
+    "server.retry": "A temporary server problem: send the same message again (chat is idempotent).",
+    "server.unavailable": "A backing service is down: reconnect later (the connection closes with 1013).",
+    "perm.denied": "Only the session's therapists may do this, or the target is not yours to act on.",
+    "perm.waiting": "Not available in the waiting room.",
+    "target.not_found": "No such member (or message) in this session.",
+    "target.not_waiting": "That person is not in the waiting room.",
+    "target.not_admitted": "That person is not in the room.",
+    "session.not_found": "No such session.",
+    "session.ended": "The session has ended.",
+    "session.removed": "You were removed from this session.",
+    "seat.left": "You left this session.",
+    "conn.replaced": "A newer connection (another tab or device) took over this seat.",
+    "chat.not_allowed": "You cannot send this chat message.",
+    "chat.empty": "The message is empty.",
+    "mute.hard": "A therapist muted you; they have to release the mute first.",
+    "camera.blocked": "A therapist turned your camera off; they have to release it first.",
+    "resume.invalid": "The resume token is not valid for this seat; resynchronise from scratch.",
+}
+
+CLOSE_CODES: dict[int, str] = {
+    1000: "Normal closure (you left).",
+    1003: "A binary frame: this endpoint speaks JSON text only.",
+    1008: "Repeated bad frames or sustained flooding.",
+    1009: "A frame over the size cap (the frame, or chat, SDP or a candidate over its own cap).",
+    1013: "A backing service (database, channel layer) is down: reconnect later, with backoff.",
+    4401: "Logged out, login expired or account disabled: log in again.",
+    4403: "Removed or denied by a therapist: do not reconnect.",
+    4409: "Replaced by a newer tab or device of the same person: do not reconnect from this one.",
+    4410: "The session ended.",
+}
+
+
+if __name__ == "__main__":
+    from signaling.protocol_docs import main
+
+    main()

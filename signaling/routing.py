@@ -1,7 +1,9 @@
-"""WebSocket routes. The session endpoint (/ws/sessions/<uuid>/) arrives with the realtime service.
+"""WebSocket routes: the session endpoint. telehealth/asgi.py adds the catch-all refusal after these."""
 
-Until then the router has no routes, so every WebSocket handshake is refused
-(see tests/signaling/test_asgi.py).
-"""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from signaling.consumers import SessionConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/sessions/<uuid:session_id>/", SessionConsumer.as_asgi(), name="ws-session"),
+]

@@ -8,6 +8,7 @@ typo in production should be loud. ``NAME_FILE`` is honoured for secrets
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,49 @@ def parse_redis_url(url: str) -> str:
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ImproperlyConfiguredEnv("REDIS_URL has no host (redis://127.0.0.1:6379/0)")
     return url
+
+
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def parse_ice_servers(value: str | None) -> list[dict]:
+    """Turn ``ICE_SERVERS`` into RTCIceServer dicts for the browser.
+
+    Either JSON (one or a list of ``{"urls": ..., "username": ..., "credential": ...}``)
+    or a comma-separated list of ``stun:``/``turn:`` URLs. Empty means none
+    (peers on one network still connect through host candidates).
+    """
+    if value is None or not value.strip():
+        return []
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ImproperlyConfiguredEnv(f"ICE_SERVERS is not valid JSON: {exc}") from None
+        raw = [raw] if isinstance(raw, dict) else raw
+    else:
+        raw = [{"urls": [url.strip()]} for url in text.split(",") if url.strip()]
+    if not isinstance(raw, list):
+        raise ImproperlyConfiguredEnv("ICE_SERVERS must be a JSON list of servers or a comma-separated list of URLs")
+    servers = []
+    for entry in raw:
+        if not isinstance(entry, dict) or set(entry) - {"urls", "username", "credential"}:
+            raise ImproperlyConfiguredEnv(
+                "ICE_SERVERS entries must be objects with urls and optionally username and credential"
+            )
+        urls = entry.get("urls")
+        urls = [urls] if isinstance(urls, str) else urls
+        if not urls or not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ImproperlyConfiguredEnv("ICE_SERVERS entries need urls (a string or a list of strings)")
+        bad = [u for u in urls if not u.startswith(ICE_SCHEMES)]
+        if bad:
+            raise ImproperlyConfiguredEnv(f"ICE_SERVERS URL {bad[0]!r} is not a stun:, stuns:, turn: or turns: URL")
+        server: dict = {"urls": urls}
+        for key in ("username", "credential"):
+            if key in entry:
+                if not isinstance(entry[key], str):
+                    raise ImproperlyConfiguredEnv(f"ICE_SERVERS {key} must be a string")
+                server[key] = entry[key]
+        servers.append(server)
+    return servers

@@ -15,7 +15,7 @@ import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
-from telehealth.env import Env, ImproperlyConfiguredEnv, parse_database_url, parse_redis_url
+from telehealth.env import Env, ImproperlyConfiguredEnv, parse_database_url, parse_ice_servers, parse_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = Env.from_os()
@@ -158,6 +158,17 @@ DEFAULT_LOBBY_OPENS_BEFORE = timedelta(minutes=env.int("DEFAULT_LOBBY_MINUTES", 
 DEFAULT_LATE_JOIN_MINUTES = env.int("DEFAULT_LATE_JOIN_MINUTES", 10, minimum=0, maximum=240)
 # How far ahead a series materialises occurrences (rooms.services.generate_occurrences).
 SERIES_HORIZON_DAYS = env.int("SERIES_HORIZON_DAYS", 84, minimum=1, maximum=730)
+
+# Realtime sessions (rooms.live, signaling/).
+# A dropped socket keeps its seat this long: peers see "reconnecting", not a leave and a join.
+SEAT_GRACE_SECONDS = env.int("SEAT_GRACE_SECONDS", 30, minimum=0, maximum=600)
+# How often an open socket re-checks its login, its seat and the session's end (4401/4403/4410).
+SESSION_RECHECK_SECONDS = env.int("SESSION_RECHECK_SECONDS", 30, minimum=1, maximum=60)
+# STUN/TURN servers handed to browsers in the welcome message (JSON list or comma-separated URLs).
+ICE_SERVERS = parse_ice_servers(env.str("ICE_SERVERS"))
+# Per-connection token bucket: sustained frames per second and the burst above it.
+WS_RATE_PER_SECOND = env.int("WS_RATE_PER_SECOND", 20, minimum=1, maximum=1000)
+WS_RATE_BURST = env.int("WS_RATE_BURST", 60, minimum=1, maximum=10000)
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 LOGGING = {

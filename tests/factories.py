@@ -161,3 +161,51 @@ def make_clinic(group_start: datetime = GROUP_START) -> Clinic:
         group_session,
         individual_session,
     )
+
+
+@dataclass
+class LiveClinic:
+    """A group session around ``now`` for the realtime service: two therapists, an observer (clinic
+    admin), three enrolled participants, and the outsiders (a participant of another track, the
+    therapist of another room) with their own session at the same time."""
+
+    session: Session
+    other_session: Session
+    lead: User
+    co: User
+    admin: User
+    pat: User
+    sam: User
+    kim: User
+    outsider: User
+    outsider_therapist: User
+
+
+def make_live_clinic(
+    now: datetime, *, starts_in: timedelta = timedelta(minutes=-1), duration: timedelta = timedelta(hours=3), **extra
+) -> LiveClinic:
+    """Dates follow ``now`` (the realtime tests run on the real clock), so enrollments always cover it."""
+    today = now.date()
+    program = make_program(starts_on=today - timedelta(days=60))
+    track = make_track(program)
+    other_track = make_track(program, name=f"Morning track {next(_counter)}", part_of_day="morning")
+    room = make_room(program)
+    other_room = make_room(program)
+    lead = make_user(Role.THERAPIST, first="Lee", last="Lead")
+    co = make_user(Role.THERAPIST, first="Cory", last="Cofacilitator")
+    admin = make_user(Role.ADMIN, first="Alex", last="Admin")
+    pat = make_user(Role.PARTICIPANT, first="Pat", last="Participant")
+    sam = make_user(Role.PARTICIPANT, first="Sam", last="Second")
+    kim = make_user(Role.PARTICIPANT, first="Kim", last="Third")
+    outsider = make_user(Role.PARTICIPANT, first="Oscar", last="Outsider")
+    outsider_therapist = make_user(Role.THERAPIST, first="Olga", last="Otherroom")
+    TrackTherapist.objects.create(track=track, therapist=lead, role=FacilitatorRole.LEAD)
+    TrackTherapist.objects.create(track=track, therapist=co, role=FacilitatorRole.CO)
+    RoomTherapist.objects.create(room=room, therapist=lead, role=FacilitatorRole.LEAD)
+    TrackTherapist.objects.create(track=other_track, therapist=outsider_therapist, role=FacilitatorRole.LEAD)
+    for person in (pat, sam, kim):
+        enroll(person, track, start=today - timedelta(days=30))
+    enroll(outsider, other_track, start=today - timedelta(days=30))
+    session = make_session(room, now + starts_in, track=track, duration=duration, **extra)
+    other_session = make_session(other_room, now + starts_in, track=other_track, duration=duration)
+    return LiveClinic(session, other_session, lead, co, admin, pat, sam, kim, outsider, outsider_therapist)

@@ -246,6 +246,10 @@ def test_settings_production_values(clean_env, tmp_path):
         ("CLINIC_TIME_ZONE", "Mars/Olympus_Mons"),
         ("DATABASE_URL", "mysql://u@h/db"),
         ("REDIS_URL", "http://cache.example"),
+        ("ICE_SERVERS", "https://stun.example.org"),
+        ("SEAT_GRACE_SECONDS", "-1"),
+        ("SESSION_RECHECK_SECONDS", "120"),
+        ("WS_RATE_PER_SECOND", "fast"),
     ],
 )
 def test_settings_bad_value_exits_naming_variable(clean_env, name, value):

@@ -1,0 +1,1214 @@
+"""The realtime session's domain: seats, the waiting room, presence, chat and moderation.
+
+Plain synchronous functions; the WebSocket consumer (signaling/) wraps each call
+once. Every state change runs in one transaction that starts by locking the
+session's row, so joins, admissions, chat sequence numbers and moderator
+commands on one session are serialised (across server processes too). Each takes
+an injectable ``now``.
+
+Who is asking is an ``Actor``: the session, the user and the connection epoch the
+consumer got from ``join``. A command from a connection that a newer tab has
+replaced is refused (``conn.replaced``). Refusals raise ``LiveError`` with a
+stable ``code`` (``CODES`` lists them); forbidden commands are audited.
+
+State changes return ``Changes``: what the people connected must be told
+(member joined/updated/left, the waiting list, notices to one member, ...). The
+consumer turns them into frames; this module never knows about sockets.
+
+Privacy: views hold display names and opaque member ids only (never e-mails, full
+names or user ids), and audit rows never hold chat text, SDP or tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.sessions import login_problem
+from rooms import services
+from rooms.access import Admission, Code, decide_entry
+from rooms.models import (
+    AdmissionPolicy,
+    AuditAction,
+    AuditEvent,
+    ChatMessage,
+    Seat,
+    SeatCapacity,
+    SeatState,
+    Session,
+    SessionRemoval,
+    SessionStatus,
+)
+
+# --- errors ------------------------------------------------------------------------------------
+
+PERM_DENIED = "perm.denied"
+PERM_WAITING = "perm.waiting"
+TARGET_NOT_FOUND = "target.not_found"
+TARGET_NOT_WAITING = "target.not_waiting"
+TARGET_NOT_ADMITTED = "target.not_admitted"
+SESSION_NOT_FOUND = "session.not_found"
+SESSION_ENDED = Code.ENDED.value
+SESSION_REMOVED = Code.REMOVED.value
+CONN_REPLACED = "conn.replaced"
+CHAT_NOT_ALLOWED = "chat.not_allowed"
+CHAT_EMPTY = "chat.empty"
+MUTE_HARD = "mute.hard"
+CAMERA_BLOCKED = "camera.blocked"
+RESUME_INVALID = "resume.invalid"
+SEAT_LEFT = "seat.left"
+
+CODES: dict[str, str] = {
+    PERM_DENIED: "Only the session's therapists may do this, or the target is not yours to act on.",
+    PERM_WAITING: "Not available in the waiting room.",
+    TARGET_NOT_FOUND: "No such member (or message) in this session.",
+    TARGET_NOT_WAITING: "That person is not in the waiting room.",
+    TARGET_NOT_ADMITTED: "That person is not in the room.",
+    SESSION_NOT_FOUND: "No such session.",
+    SESSION_ENDED: "The session has ended.",
+    SESSION_REMOVED: "You were removed from this session.",
+    CONN_REPLACED: "A newer connection (another tab or device) took over this seat.",
+    CHAT_NOT_ALLOWED: "You cannot send this chat message.",
+    CHAT_EMPTY: "The message is empty.",
+    MUTE_HARD: "A therapist muted you; they have to release the mute first.",
+    CAMERA_BLOCKED: "A therapist turned your camera off; they have to release it first.",
+    RESUME_INVALID: "The resume token is not valid for this seat; resynchronise from scratch.",
+    SEAT_LEFT: "You left this session.",
+}
+
+# Refusals that mean "someone tried something they may not": audited as command_refused.
+AUDITED_REFUSALS = frozenset({PERM_DENIED, TARGET_NOT_FOUND})
+
+
+class LiveError(Exception):
+    """A refused operation. ``code`` is stable; the consumer sends it as an error frame."""
+
+    def __init__(self, code: str, detail: str = "", *, opens_at: datetime | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail or CODES.get(code, "")
+        self.opens_at = opens_at
+
+
+# --- values handed to the transport ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: the session, the user, and the connection epoch that ``join`` returned."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    epoch: int
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """One roster line, as peers may see it: an opaque id and a display name, never more."""
+
+    member_id: str
+    name: str
+    role: str
+    connected: bool
+    mic: bool
+    camera: bool
+    hard_muted: bool
+    camera_blocked: bool
+    hand_raised_at: datetime | None
+    conn: int
+
+
+@dataclass(frozen=True)
+class WaitingView:
+    """One person in the waiting room, for the therapists."""
+
+    member_id: str
+    name: str
+    since: datetime
+    connected: bool
+
+
+@dataclass(frozen=True)
+class WaitingInfo:
+    """What a waiting person is told: when the room opens by itself (None: a therapist admits) and the
+    therapist's latest message."""
+
+    opens_at: datetime | None
+    message: str
+
+
+@dataclass(frozen=True)
+class RoomView:
+    roster: tuple[MemberView, ...]
+    spotlight: str | None
+    locked: bool
+    chat_seq: int
+    hands: tuple[str, ...]  # member ids, earliest raised first
+
+
+@dataclass(frozen=True)
+class ChatView:
+    seq: int
+    author: str  # member id
+    text: str  # empty once deleted
+    thread: str | None  # the participant's member id for a private thread, None for the room
+    created_at: datetime
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A moderator's action told to the one member it concerns (``muted``, ``camera_off`` ...)."""
+
+    member_id: str
+    kind: str
+    hard: bool = False
+
+
+@dataclass
+class Changes:
+    """What a state change means for the people connected to the session."""
+
+    joined: list[MemberView] = field(default_factory=list)
+    updated: list[MemberView] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    admitted: list[str] = field(default_factory=list)  # waiting -> room: their connections switch over
+    denied: list[tuple[str, str]] = field(default_factory=list)  # (member id, therapist's message)
+    removed: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    waiting_list: tuple[WaitingView, ...] | None = None  # new list for the therapists
+    hands: tuple[str, ...] | None = None  # new hand queue for the therapists
+    spotlight_changed: bool = False
+    spotlight: str | None = None
+    locked: bool | None = None
+    ended: bool = False
+    waiting_room: WaitingInfo | None = None  # to everyone waiting
+    waiting_to: list[tuple[str, WaitingInfo]] = field(default_factory=list)  # to one waiting person
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    member: MemberView
+    capacity: str
+    state: str  # SeatState.ADMITTED or SeatState.WAITING
+    epoch: int
+    resume_token: str
+    replaced: bool  # an older connection of this person holds the seat: it must close (4409)
+    room: RoomView | None  # admitted only
+    waiting: WaitingInfo | None  # waiting only
+    waiting_list: tuple[WaitingView, ...] | None  # moderators only
+    changes: Changes
+
+
+@dataclass(frozen=True)
+class TickResult:
+    close: str | None  # a code the connection must close with, or None
+    admitted: RoomView | None  # this waiting person was let in automatically just now
+    changes: Changes
+    missed: tuple[ChatView, ...] = ()  # chat after ``chat_after`` this person may read
+    chat_upto: int | None = None  # every message up to this number is now covered
+
+
+@dataclass(frozen=True)
+class ChatPosted:
+    message: ChatView
+    created: bool  # False: a resend of a message already stored (same client id)
+
+
+@dataclass(frozen=True)
+class ChatPage:
+    messages: tuple[ChatView, ...]
+    more: bool  # more messages after the last one (ask again from its seq)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    room: RoomView
+    chat: ChatPage
+
+
+@dataclass(frozen=True)
+class SignalRoute:
+    target: str
+    polite: bool  # the recipient's "perfect negotiation" role towards the sender
+
+
+CHAT_PAGE_SIZE = 200
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _now(now: datetime | None) -> datetime:
+    now = now or timezone.now()
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _audit(action: str, *, session_id=None, actor_id=None, subject_id=None, code: str = "") -> None:
+    AuditEvent.objects.create(action=action, session_id=session_id, actor_id=actor_id, subject_id=subject_id, code=code)
+
+
+def _lock_session(session_id) -> Session:
+    try:
+        # of=self: lock the session row only, not the room and program joined for the entry facts.
+        return Session.objects.select_for_update(of=("self",)).select_related("room__program").get(pk=session_id)
+    except (Session.DoesNotExist, ValueError):
+        raise LiveError(SESSION_NOT_FOUND) from None
+
+
+def _get_session(session_id) -> Session:
+    """For reads: no lock (select_for_update needs a transaction, and a read needs no serialising)."""
+    try:
+        return Session.objects.select_related("room__program").get(pk=session_id)
+    except (Session.DoesNotExist, ValueError):
+        raise LiveError(SESSION_NOT_FOUND) from None
+
+
+def _ended(session: Session, now: datetime) -> bool:
+    return session.status in {SessionStatus.ENDED, SessionStatus.CANCELLED} or now >= session.ends_at
+
+
+def _actor_seat(session: Session, actor: Actor, now: datetime) -> Seat:
+    """The asker's seat, refusing stale connections and people who are out."""
+    if _ended(session, now):
+        raise LiveError(SESSION_ENDED)
+    seat = Seat.objects.select_related("user").filter(session=session, user_id=actor.user_id).first()
+    if seat is None:
+        raise LiveError(PERM_DENIED)
+    if seat.state in {SeatState.REMOVED, SeatState.DENIED}:
+        raise LiveError(SESSION_REMOVED)
+    if seat.epoch != actor.epoch:
+        raise LiveError(CONN_REPLACED)
+    return seat
+
+
+def _member(session: Session, actor: Actor, now: datetime) -> Seat:
+    seat = _actor_seat(session, actor, now)
+    if seat.state == SeatState.WAITING:
+        raise LiveError(PERM_WAITING)
+    if seat.state != SeatState.ADMITTED:
+        raise LiveError(PERM_DENIED)
+    return seat
+
+
+def _moderator(session: Session, actor: Actor, now: datetime) -> Seat:
+    seat = _member(session, actor, now)
+    if seat.capacity != SeatCapacity.MODERATOR:
+        raise LiveError(PERM_DENIED)
+    return seat
+
+
+def _target(session: Session, member_id: str | None) -> Seat:
+    # Filtered by session: a member id from another session is simply not found here.
+    seat = Seat.objects.select_related("user").filter(session=session, member_id=member_id or "").first()
+    if seat is None:
+        raise LiveError(TARGET_NOT_FOUND)
+    return seat
+
+
+def _admitted_target(session: Session, member_id: str, *, participant_only: bool = True) -> Seat:
+    seat = _target(session, member_id)
+    if seat.state != SeatState.ADMITTED:
+        raise LiveError(TARGET_NOT_ADMITTED)
+    if participant_only and seat.capacity != SeatCapacity.PARTICIPANT:
+        raise LiveError(PERM_DENIED)  # therapists and observers are not moderated by peers
+    return seat
+
+
+def member_view(seat: Seat) -> MemberView:
+    """A seat as peers see it (the seat's user must be loaded: ``select_related("user")``)."""
+    return MemberView(
+        member_id=seat.member_id,
+        name=seat.user.display_name,
+        role=seat.capacity,
+        connected=seat.connected,
+        mic=seat.mic,
+        camera=seat.camera,
+        hard_muted=seat.hard_muted,
+        camera_blocked=seat.camera_blocked,
+        hand_raised_at=seat.hand_raised_at,
+        conn=seat.epoch,
+    )
+
+
+def _room_view(session: Session) -> RoomView:
+    seats = list(
+        Seat.objects.select_related("user")
+        .filter(session=session, state=SeatState.ADMITTED)
+        .order_by("admitted_at", "member_id")
+    )
+    return RoomView(
+        roster=tuple(member_view(s) for s in seats),
+        spotlight=next((s.member_id for s in seats if s.pk == session.spotlight_id), None),
+        locked=session.locked,
+        chat_seq=session.chat_seq,
+        hands=_hand_queue(seats),
+    )
+
+
+def _hand_queue(seats: list[Seat]) -> tuple[str, ...]:
+    raised = sorted((s for s in seats if s.hand_raised_at is not None), key=lambda s: (s.hand_raised_at, s.member_id))
+    return tuple(s.member_id for s in raised)
+
+
+def _hands(session: Session) -> tuple[str, ...]:
+    return _hand_queue(
+        list(Seat.objects.filter(session=session, state=SeatState.ADMITTED, hand_raised_at__isnull=False))
+    )
+
+
+def _waiting_list(session: Session) -> tuple[WaitingView, ...]:
+    seats = (
+        Seat.objects.select_related("user")
+        .filter(session=session, state=SeatState.WAITING)
+        .order_by("waiting_since", "member_id")
+    )
+    return tuple(WaitingView(s.member_id, s.user.display_name, s.waiting_since, s.connected) for s in seats)
+
+
+def _auto_admits(session: Session, now: datetime) -> bool:
+    """Under the auto policy, participants are let in from the start until the late-join limit."""
+    return (
+        session.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK
+        and not session.locked
+        and session.starts_at <= now < session.late_join_until
+    )
+
+
+def _opens_at(session: Session, now: datetime) -> datetime | None:
+    """When the waiting room opens by itself (auto policy, before the start), else None: a therapist admits."""
+    if session.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK and not session.locked:
+        if now < session.starts_at < session.late_join_until:
+            return session.starts_at
+    return None
+
+
+def _waiting_info(session: Session, seat: Seat, now: datetime) -> WaitingInfo:
+    return WaitingInfo(opens_at=_opens_at(session, now), message=seat.waiting_message)
+
+
+def _admit(seat: Seat, now: datetime, by: User | None) -> None:
+    seat.state = SeatState.ADMITTED
+    seat.admitted_at = now
+    seat.admitted_by = by
+    seat.waiting_since = None
+    seat.left_at = None
+    seat.hand_raised_at = None
+
+
+def _out(session: Session, seat: Seat, state: str, now: datetime, changes: Changes) -> None:
+    """Take a seat out of the room or waiting room, and say what that changes for the others."""
+    was_admitted = seat.state == SeatState.ADMITTED
+    had_hand = seat.hand_raised_at is not None
+    seat.state = state
+    seat.left_at = now
+    seat.hand_raised_at = None
+    seat.save()
+    if not was_admitted:
+        return
+    changes.left.append(seat.member_id)
+    if session.spotlight_id == seat.pk:
+        session.spotlight = None
+        session.save(update_fields=["spotlight"])
+        changes.spotlight_changed, changes.spotlight = True, None
+    if had_hand:
+        changes.hands = _hands(session)
+
+
+def _command(fn):
+    """Run a command in one transaction; audit forbidden attempts (outside it, so they stick)."""
+
+    @functools.wraps(fn)
+    def wrapper(actor: Actor, *args, now: datetime | None = None, **kwargs):
+        now = _now(now)
+        try:
+            with transaction.atomic():
+                return fn(actor, *args, now=now, **kwargs)
+        except LiveError as exc:
+            if exc.code in AUDITED_REFUSALS:
+                refuse_command(actor, exc.code)
+            raise
+
+    return wrapper
+
+
+# --- entering and leaving ------------------------------------------------------------------------
+
+
+def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
+    """Open a connection to a session: decide entry, take (or retake) the person's seat.
+
+    The access decision (rooms.access) runs with the participants present counted
+    from seats. Moderators and observers enter the room directly; participants
+    enter directly when auto-admission applies (the auto policy, from the start to
+    the late-join limit), else wait. Someone who already holds a place (reconnecting
+    within the grace period, or a second tab) keeps it even in a locked room; the
+    older connection of a second tab must then close (``replaced``).
+
+    Each call bumps the connection epoch and issues a fresh resume token (only its
+    hash is stored). A refusal raises ``LiveError`` with the access code and is
+    audited as handshake_refused.
+    """
+    now = _now(now)
+    try:
+        with transaction.atomic():
+            return _join(session_id, user, now)
+    except LiveError as exc:
+        refuse_handshake(session_id, user.pk, exc.code)
+        raise
+
+
+def _join(session_id, user: User, now: datetime) -> JoinResult:
+    session = _lock_session(session_id)
+    seat = Seat.objects.select_related("user").filter(session=session, user=user).first()
+    holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
+    present = (
+        Seat.objects.filter(
+            session=session, capacity=SeatCapacity.PARTICIPANT, state__in=[SeatState.WAITING, SeatState.ADMITTED]
+        )
+        .exclude(user=user)
+        .count()
+    )
+    facts = services.entry_facts(user, session, participants_present=present)
+    if holds_place:
+        facts = replace(facts, locked=False)  # a reconnect or a second tab keeps its place
+    decision = decide_entry(facts, now)
+    if not decision.allowed:
+        raise LiveError(decision.code.value, opens_at=decision.opens_at)
+
+    changes = Changes()
+    capacity = decision.capacity.value
+    created = seat is None
+    if created:
+        seat = Seat(session=session, user=user, capacity=capacity, state=SeatState.LEFT)
+    replaced = holds_place and seat.connected
+    reconnected = holds_place and not created
+    before = seat.state
+    seat.capacity = capacity
+    if capacity != SeatCapacity.PARTICIPANT or (decision.admission == Admission.AUTO and _auto_admits(session, now)):
+        if seat.state != SeatState.ADMITTED:
+            _admit(seat, now, None)
+    elif seat.state != SeatState.ADMITTED and seat.state != SeatState.WAITING:
+        seat.state = SeatState.WAITING
+        seat.waiting_since = now
+        seat.left_at = None
+        seat.waiting_message = ""
+    seat.epoch += 1
+    seat.connected = True
+    seat.connected_at = now
+    seat.disconnected_at = None
+    token = secrets.token_urlsafe(32)
+    seat.previous_resume_token_hash = seat.resume_token_hash
+    seat.resume_token_hash = _hash(token)
+    seat.save()
+
+    me = member_view(seat)
+    entered = seat.state == SeatState.ADMITTED and before != SeatState.ADMITTED
+    if entered:
+        changes.joined.append(me)
+    elif seat.state == SeatState.ADMITTED:
+        changes.updated.append(me)  # connected again (or on a new tab): peers renegotiate media
+    if before == SeatState.WAITING or seat.state == SeatState.WAITING:
+        changes.waiting_list = _waiting_list(session)
+    if reconnected and before == seat.state:
+        _audit(AuditAction.RECONNECTED, session_id=session.pk, actor_id=user.pk, code="replaced" if replaced else "")
+    else:
+        admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
+        _audit(AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
+
+    admitted = seat.state == SeatState.ADMITTED
+    return JoinResult(
+        member=me,
+        capacity=capacity,
+        state=seat.state,
+        epoch=seat.epoch,
+        resume_token=token,
+        replaced=replaced,
+        room=_room_view(session) if admitted else None,
+        waiting=None if admitted else _waiting_info(session, seat, now),
+        waiting_list=_waiting_list(session) if admitted and seat.is_moderator else None,
+        changes=changes,
+    )
+
+
+def refuse_handshake(session_id, user_id, code: str) -> None:
+    """Audit a connection refused before it was accepted (anonymous, wrong protocol, access denied)."""
+    exists = code != SESSION_NOT_FOUND and Session.objects.filter(pk=session_id).exists()
+    _audit(AuditAction.HANDSHAKE_REFUSED, session_id=session_id if exists else None, actor_id=user_id, code=code)
+
+
+def refuse_command(actor: Actor, code: str) -> None:
+    """Audit a forbidden command (a participant sending a moderator command, a foreign target)."""
+    exists = Session.objects.filter(pk=actor.session_id).exists()
+    _audit(
+        AuditAction.COMMAND_REFUSED,
+        session_id=actor.session_id if exists else None,
+        actor_id=actor.user_id,
+        code=code,
+    )
+
+
+def disconnect(actor: Actor, *, now: datetime | None = None) -> Changes:
+    """A connection dropped. The seat is kept (peers see "reconnecting") until the grace period ends.
+
+    Epoch-checked: when a newer connection of the same person already holds the
+    seat, the older one's disconnect changes nothing.
+    """
+    now = _now(now)
+    changes = Changes()
+    with transaction.atomic():
+        try:
+            session = _lock_session(actor.session_id)
+        except LiveError:
+            return changes
+        seat = Seat.objects.select_related("user").filter(session=session, user_id=actor.user_id).first()
+        if seat is None or seat.epoch != actor.epoch or not seat.connected:
+            return changes
+        seat.connected = False
+        seat.disconnected_at = now
+        seat.save(update_fields=["connected", "disconnected_at"])
+        if seat.state == SeatState.ADMITTED:
+            changes.updated.append(member_view(seat))
+        elif seat.state == SeatState.WAITING:
+            changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+@_command
+def leave(actor: Actor, *, now: datetime) -> Changes:
+    """The person leaves on purpose: no grace period."""
+    session = _lock_session(actor.session_id)
+    seat = _actor_seat(session, actor, now)
+    changes = Changes()
+    was_waiting = seat.state == SeatState.WAITING
+    if seat.state in {SeatState.WAITING, SeatState.ADMITTED}:
+        _out(session, seat, SeatState.LEFT, now, changes)
+        _audit(AuditAction.LEFT, session_id=session.pk, actor_id=actor.user_id, code="leave")
+    if was_waiting:
+        changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+def _expire(session: Session, now: datetime, changes: Changes) -> None:
+    grace = timedelta(seconds=float(settings.SEAT_GRACE_SECONDS))
+    stale = Seat.objects.filter(
+        session=session,
+        state__in=[SeatState.WAITING, SeatState.ADMITTED],
+        connected=False,
+        disconnected_at__lte=now - grace,
+    ).select_related("user")
+    waiting_changed = False
+    for seat in stale:
+        waiting_changed |= seat.state == SeatState.WAITING
+        _out(session, seat, SeatState.LEFT, now, changes)
+        _audit(AuditAction.LEFT, session_id=session.pk, actor_id=seat.user_id, code="timeout")
+    if waiting_changed:
+        changes.waiting_list = _waiting_list(session)
+
+
+def expire_seats(session_id, *, now: datetime | None = None) -> Changes:
+    """Seats whose reconnect grace ran out leave for good (peers then see member.left)."""
+    now = _now(now)
+    changes = Changes()
+    with transaction.atomic():
+        try:
+            session = _lock_session(session_id)
+        except LiveError:
+            return changes
+        _expire(session, now, changes)
+    return changes
+
+
+def tick(
+    actor: Actor,
+    session_key: str | None,
+    *,
+    believed_waiting: bool = False,
+    chat_after: int | None = None,
+    now: datetime | None = None,
+) -> TickResult:
+    """The periodic check of an open connection.
+
+    Closes it when the login is gone (logged out, expired, password changed: 4401),
+    the account is disabled (4401), the seat was taken by a newer connection (4409)
+    or removed (4403), or the session ended, by a therapist or by the clock (4410).
+    Meanwhile it expires stale seats of the session and lets a waiting participant
+    in when auto-admission starts. ``believed_waiting``: the connection thinks it is
+    in the waiting room; if the seat was admitted meanwhile (a notice lost in a
+    race or a layer outage), the room view comes back so it can catch up.
+    ``chat_after``: the connection has handled the chat up to there; the messages
+    after it this person may read come back (``missed``), so a delivery the channel
+    layer lost (a Redis restart empties every group) still arrives.
+    """
+    now = _now(now)
+    changes = Changes()
+    problem = login_problem(actor.user_id, session_key)
+    if problem:
+        return TickResult(close=problem, admitted=None, changes=changes)
+    with transaction.atomic():
+        try:
+            session = _lock_session(actor.session_id)
+            if _ended(session, now) and session.status not in {SessionStatus.ENDED, SessionStatus.CANCELLED}:
+                _end(session, now, actor_id=None, code="schedule")  # the clock ended it: record that once
+            seat = _actor_seat(session, actor, now)
+        except LiveError as exc:
+            return TickResult(close=exc.code, admitted=None, changes=changes)
+        if seat.state not in {SeatState.WAITING, SeatState.ADMITTED}:
+            return TickResult(close=SEAT_LEFT, admitted=None, changes=changes)
+        _expire(session, now, changes)
+        admitted = None
+        if seat.state == SeatState.WAITING and seat.capacity == SeatCapacity.PARTICIPANT and _auto_admits(session, now):
+            _admit(seat, now, None)
+            seat.save()
+            _audit(AuditAction.ADMITTED, session_id=session.pk, subject_id=seat.user_id, code=Admission.AUTO.value)
+            changes.joined.append(member_view(seat))
+            changes.waiting_list = _waiting_list(session)
+            admitted = _room_view(session)
+        elif seat.state == SeatState.ADMITTED and believed_waiting:
+            admitted = _room_view(session)
+        missed: tuple[ChatView, ...] = ()
+        chat_upto = None
+        if seat.state == SeatState.ADMITTED and chat_after is not None and session.chat_seq > chat_after:
+            page = _chat_page(session, seat, chat_after)
+            missed = page.messages
+            chat_upto = page.messages[-1].seq if page.more else session.chat_seq
+    return TickResult(close=None, admitted=admitted, changes=changes, missed=missed, chat_upto=chat_upto)
+
+
+def waiting_state(actor: Actor, *, now: datetime | None = None) -> WaitingInfo:
+    """What this waiting person should be shown now."""
+    now = _now(now)
+    session = _get_session(actor.session_id)
+    seat = _actor_seat(session, actor, now)
+    return _waiting_info(session, seat, now)
+
+
+def room_snapshot(actor: Actor, *, now: datetime | None = None) -> RoomView:
+    """The room as an admitted member sees it (roster, spotlight, lock, chat sequence, hands)."""
+    now = _now(now)
+    session = _get_session(actor.session_id)
+    _member(session, actor, now)
+    return _room_view(session)
+
+
+def resume(actor: Actor, token: str, last_seq: int, *, now: datetime | None = None) -> Resumed:
+    """A reconnected client catches up: the roster now and exactly the chat after ``last_seq``.
+
+    ``token`` is the one from the previous connection's welcome (or this one's).
+    """
+    now = _now(now)
+    with transaction.atomic():
+        session = _lock_session(actor.session_id)
+        seat = _member(session, actor, now)
+        digest = _hash(token)
+        known = [h for h in (seat.resume_token_hash, seat.previous_resume_token_hash) if h]
+        if not any(hmac.compare_digest(digest, h) for h in known):
+            raise LiveError(RESUME_INVALID)
+        if seat.previous_resume_token_hash:
+            seat.previous_resume_token_hash = ""  # one resume per reconnect
+            seat.save(update_fields=["previous_resume_token_hash"])
+        return Resumed(room=_room_view(session), chat=_chat_page(session, seat, last_seq))
+
+
+# --- moderation ----------------------------------------------------------------------------------
+
+
+@_command
+def admit(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    """Let one person in from the waiting room."""
+    session = _lock_session(actor.session_id)
+    moderator = _moderator(session, actor, now)
+    target = _target(session, member_id)
+    if target.state != SeatState.WAITING:
+        raise LiveError(TARGET_NOT_WAITING)
+    changes = Changes()
+    _admit(target, now, moderator.user)
+    target.save()
+    _audit(AuditAction.ADMITTED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    changes.admitted.append(target.member_id)
+    changes.joined.append(member_view(target))
+    changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+@_command
+def admit_all(actor: Actor, *, now: datetime) -> Changes:
+    """Let everyone in the waiting room in, earliest first."""
+    session = _lock_session(actor.session_id)
+    moderator = _moderator(session, actor, now)
+    changes = Changes()
+    waiting = Seat.objects.select_related("user").filter(session=session, state=SeatState.WAITING)
+    for target in waiting.order_by("waiting_since", "member_id"):
+        _admit(target, now, moderator.user)
+        target.save()
+        _audit(AuditAction.ADMITTED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+        changes.admitted.append(target.member_id)
+        changes.joined.append(member_view(target))
+    changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+@_command
+def deny(actor: Actor, member_id: str, message: str = "", *, now: datetime) -> Changes:
+    """Turn someone in the waiting room away, with an optional message. They cannot come back."""
+    session = _lock_session(actor.session_id)
+    moderator = _moderator(session, actor, now)
+    target = _target(session, member_id)
+    if target.state != SeatState.WAITING:
+        raise LiveError(TARGET_NOT_WAITING)
+    changes = Changes()
+    SessionRemoval.objects.get_or_create(
+        session=session,
+        user=target.user,
+        defaults={"removed_by": moderator.user, "removed_at": now, "reason": "denied"},
+    )
+    _out(session, target, SeatState.DENIED, now, changes)
+    _audit(AuditAction.DENIED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    changes.denied.append((target.member_id, message.strip()))
+    changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+@_command
+def remove(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    """Remove a participant from the session (4403); they cannot rejoin it."""
+    session = _lock_session(actor.session_id)
+    moderator = _moderator(session, actor, now)
+    target = _target(session, member_id)
+    if target.capacity != SeatCapacity.PARTICIPANT:
+        raise LiveError(PERM_DENIED)
+    if target.state not in {SeatState.WAITING, SeatState.ADMITTED}:
+        raise LiveError(TARGET_NOT_ADMITTED)
+    changes = Changes()
+    was_waiting = target.state == SeatState.WAITING
+    SessionRemoval.objects.get_or_create(
+        session=session, user=target.user, defaults={"removed_by": moderator.user, "removed_at": now}
+    )
+    _out(session, target, SeatState.REMOVED, now, changes)
+    _audit(AuditAction.REMOVED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    changes.removed.append(target.member_id)
+    if was_waiting:
+        changes.waiting_list = _waiting_list(session)
+    return changes
+
+
+@_command
+def end(actor: Actor, *, now: datetime) -> Changes:
+    """End the session for everyone (4410)."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    _end(session, now, actor_id=actor.user_id)
+    return Changes(ended=True)
+
+
+def _end(session: Session, now: datetime, *, actor_id, code: str = "") -> None:
+    session.status = SessionStatus.ENDED
+    session.spotlight = None
+    session.save(update_fields=["status", "spotlight"])
+    Seat.objects.filter(session=session, state__in=[SeatState.WAITING, SeatState.ADMITTED]).update(
+        state=SeatState.LEFT, left_at=now, hand_raised_at=None
+    )
+    _audit(AuditAction.ENDED, session_id=session.pk, actor_id=actor_id, code=code)
+
+
+def _set_lock(actor: Actor, locked: bool, now: datetime) -> Changes:
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    changes = Changes()
+    if session.locked != locked:
+        session.locked = locked
+        session.save(update_fields=["locked"])
+        _audit(AuditAction.LOCKED if locked else AuditAction.UNLOCKED, session_id=session.pk, actor_id=actor.user_id)
+    changes.locked = locked
+    # Whether the waiting room opens by itself depends on the lock: tell the people waiting.
+    for seat in Seat.objects.filter(session=session, state=SeatState.WAITING):
+        changes.waiting_to.append((seat.member_id, _waiting_info(session, seat, now)))
+    return changes
+
+
+@_command
+def lock(actor: Actor, *, now: datetime) -> Changes:
+    """Lock the room: no new participant enters (therapists still do; reconnects keep their place)."""
+    return _set_lock(actor, True, now)
+
+
+@_command
+def unlock(actor: Actor, *, now: datetime) -> Changes:
+    return _set_lock(actor, False, now)
+
+
+@_command
+def mute(actor: Actor, member_id: str, hard: bool = False, *, now: datetime) -> Changes:
+    """Mute one participant. Hard: they cannot unmute until a therapist releases it."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id)
+    target.mic = False
+    target.hard_muted = target.hard_muted or hard
+    target.save(update_fields=["mic", "hard_muted"])
+    _audit(
+        AuditAction.HARD_MUTED if hard else AuditAction.MUTED,
+        session_id=session.pk,
+        actor_id=actor.user_id,
+        subject_id=target.user_id,
+    )
+    return Changes(updated=[member_view(target)], notices=[Notice(target.member_id, "muted", hard)])
+
+
+@_command
+def mute_all(actor: Actor, *, now: datetime) -> Changes:
+    """Mute every participant in the room (softly: each may unmute)."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    changes = Changes()
+    targets = Seat.objects.select_related("user").filter(
+        session=session, state=SeatState.ADMITTED, capacity=SeatCapacity.PARTICIPANT
+    )
+    for target in targets.order_by("admitted_at", "member_id"):
+        target.mic = False
+        target.save(update_fields=["mic"])
+        changes.updated.append(member_view(target))
+        changes.notices.append(Notice(target.member_id, "muted"))
+    _audit(AuditAction.MUTED, session_id=session.pk, actor_id=actor.user_id, code="all")
+    return changes
+
+
+@_command
+def release_mute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    """Release a hard mute: the participant may unmute again (they stay muted until they do)."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id)
+    target.hard_muted = False
+    target.save(update_fields=["hard_muted"])
+    _audit(AuditAction.MUTE_RELEASED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    return Changes(updated=[member_view(target)], notices=[Notice(target.member_id, "mute_released")])
+
+
+@_command
+def ask_unmute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    """Ask a participant to unmute; only they can turn their microphone on."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id)
+    _audit(AuditAction.UNMUTE_ASKED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    return Changes(notices=[Notice(target.member_id, "unmute_requested")])
+
+
+@_command
+def camera_off(actor: Actor, member_id: str, hard: bool = False, *, now: datetime) -> Changes:
+    """Turn a participant's camera off. Hard: they cannot turn it on until it is released."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id)
+    target.camera = False
+    target.camera_blocked = target.camera_blocked or hard
+    target.save(update_fields=["camera", "camera_blocked"])
+    _audit(
+        AuditAction.CAMERA_OFF,
+        session_id=session.pk,
+        actor_id=actor.user_id,
+        subject_id=target.user_id,
+        code="hard" if hard else "",
+    )
+    return Changes(updated=[member_view(target)], notices=[Notice(target.member_id, "camera_off", hard)])
+
+
+@_command
+def release_camera(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id)
+    target.camera_blocked = False
+    target.save(update_fields=["camera_blocked"])
+    _audit(AuditAction.CAMERA_RELEASED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+    return Changes(updated=[member_view(target)], notices=[Notice(target.member_id, "camera_released")])
+
+
+@_command
+def spotlight(actor: Actor, member_id: str | None, *, now: datetime) -> Changes:
+    """Spotlight one member for everyone (None clears it)."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id, participant_only=False) if member_id else None
+    session.spotlight = target
+    session.save(update_fields=["spotlight"])
+    _audit(
+        AuditAction.SPOTLIGHT,
+        session_id=session.pk,
+        actor_id=actor.user_id,
+        subject_id=target.user_id if target else None,
+        code="" if target else "cleared",
+    )
+    return Changes(spotlight_changed=True, spotlight=target.member_id if target else None)
+
+
+@_command
+def lower_hand_of(actor: Actor, member_id: str, *, now: datetime) -> Changes:
+    """A therapist lowers one raised hand."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    target = _admitted_target(session, member_id, participant_only=False)
+    changes = Changes()
+    if target.hand_raised_at is not None:
+        target.hand_raised_at = None
+        target.save(update_fields=["hand_raised_at"])
+        _audit(AuditAction.HAND_LOWERED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
+        changes.updated.append(member_view(target))
+        changes.hands = _hands(session)
+    return changes
+
+
+@_command
+def lower_all_hands(actor: Actor, *, now: datetime) -> Changes:
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    changes = Changes()
+    raised = Seat.objects.select_related("user").filter(
+        session=session, state=SeatState.ADMITTED, hand_raised_at__isnull=False
+    )
+    for target in raised.order_by("hand_raised_at", "member_id"):
+        target.hand_raised_at = None
+        target.save(update_fields=["hand_raised_at"])
+        changes.updated.append(member_view(target))
+    _audit(AuditAction.HAND_LOWERED, session_id=session.pk, actor_id=actor.user_id, code="all")
+    changes.hands = ()
+    return changes
+
+
+@_command
+def waiting_message(actor: Actor, text: str, member_id: str | None = None, *, now: datetime) -> Changes:
+    """A therapist's message to everyone in the waiting room, or to one person there."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    text = text.strip()
+    changes = Changes()
+    if member_id is not None:
+        target = _target(session, member_id)
+        if target.state != SeatState.WAITING:
+            raise LiveError(TARGET_NOT_WAITING)
+        targets = [target]
+    else:
+        targets = list(Seat.objects.filter(session=session, state=SeatState.WAITING))
+    for target in targets:
+        target.waiting_message = text
+        target.save(update_fields=["waiting_message"])
+    if member_id is not None:
+        changes.waiting_to.append((targets[0].member_id, _waiting_info(session, targets[0], now)))
+    else:
+        changes.waiting_room = WaitingInfo(opens_at=_opens_at(session, now), message=text)
+    _audit(
+        AuditAction.WAITING_MESSAGE,
+        session_id=session.pk,
+        actor_id=actor.user_id,
+        subject_id=targets[0].user_id if member_id is not None else None,
+    )
+    return changes
+
+
+# --- the person's own state ----------------------------------------------------------------------
+
+
+@_command
+def set_media(actor: Actor, mic: bool, camera: bool, *, now: datetime) -> Changes:
+    """Record the person's own microphone and camera state; unmuting while hard-muted is refused."""
+    session = _lock_session(actor.session_id)
+    seat = _member(session, actor, now)
+    if mic and seat.hard_muted:
+        raise LiveError(MUTE_HARD)
+    if camera and seat.camera_blocked:
+        raise LiveError(CAMERA_BLOCKED)
+    if (seat.mic, seat.camera) == (mic, camera):
+        return Changes()
+    seat.mic, seat.camera = mic, camera
+    seat.save(update_fields=["mic", "camera"])
+    return Changes(updated=[member_view(seat)])
+
+
+@_command
+def raise_hand(actor: Actor, *, now: datetime) -> Changes:
+    """Raise one's hand; the therapists see the queue in the order hands went up."""
+    session = _lock_session(actor.session_id)
+    seat = _member(session, actor, now)
+    if seat.hand_raised_at is not None:
+        return Changes()
+    seat.hand_raised_at = now
+    seat.save(update_fields=["hand_raised_at"])
+    return Changes(updated=[member_view(seat)], hands=_hands(session))
+
+
+@_command
+def lower_hand(actor: Actor, *, now: datetime) -> Changes:
+    session = _lock_session(actor.session_id)
+    seat = _member(session, actor, now)
+    if seat.hand_raised_at is None:
+        return Changes()
+    seat.hand_raised_at = None
+    seat.save(update_fields=["hand_raised_at"])
+    return Changes(updated=[member_view(seat)], hands=_hands(session))
+
+
+# --- chat ----------------------------------------------------------------------------------------
+
+
+def _chat_view(message: ChatMessage) -> ChatView:
+    return ChatView(
+        seq=message.seq,
+        author=message.sender.member_id,
+        text="" if message.deleted_at else message.text,
+        thread=message.thread_participant.member_id if message.thread_participant_id else None,
+        created_at=message.created_at,
+        deleted=message.deleted_at is not None,
+    )
+
+
+def _visible_chat(session: Session, seat: Seat):
+    messages = ChatMessage.objects.filter(session=session).select_related("sender", "thread_participant")
+    if seat.capacity == SeatCapacity.MODERATOR:
+        return messages  # the room and every private thread
+    if seat.capacity == SeatCapacity.PARTICIPANT:
+        return messages.filter(Q(thread_participant__isnull=True) | Q(thread_participant=seat))
+    return messages.filter(thread_participant__isnull=True)
+
+
+def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_PAGE_SIZE) -> ChatPage:
+    rows = list(_visible_chat(session, seat).filter(seq__gt=after_seq).order_by("seq")[: limit + 1])
+    return ChatPage(messages=tuple(_chat_view(m) for m in rows[:limit]), more=len(rows) > limit)
+
+
+@_command
+def post_chat(
+    actor: Actor,
+    client_id: str,
+    text: str,
+    *,
+    to_therapists: bool = False,
+    thread: str | None = None,
+    now: datetime,
+) -> ChatPosted:
+    """Store a chat message (before anyone receives it) and give it the session's next sequence number.
+
+    Idempotent by ``client_id``: a resend returns the stored message, unchanged.
+    A participant writes to the room, or privately to the therapists
+    (``to_therapists``); a therapist writes to the room or into one participant's
+    private thread (``thread``). Observers only read.
+    """
+    session = _lock_session(actor.session_id)
+    seat = _member(session, actor, now)
+    existing = (
+        ChatMessage.objects.select_related("sender", "thread_participant")
+        .filter(session=session, sender=seat, client_id=client_id)
+        .first()
+    )
+    if existing is not None:
+        return ChatPosted(message=_chat_view(existing), created=False)
+    if seat.capacity == SeatCapacity.OBSERVER:
+        raise LiveError(CHAT_NOT_ALLOWED)
+    thread_seat = None
+    if seat.capacity == SeatCapacity.PARTICIPANT:
+        if thread is not None:
+            raise LiveError(CHAT_NOT_ALLOWED)  # no participant-to-participant private messages
+        thread_seat = seat if to_therapists else None
+    else:
+        if to_therapists:
+            raise LiveError(CHAT_NOT_ALLOWED)
+        if thread is not None:
+            thread_seat = _target(session, thread)
+            if thread_seat.capacity != SeatCapacity.PARTICIPANT:
+                raise LiveError(CHAT_NOT_ALLOWED)
+    text = text.strip()
+    if not text:
+        raise LiveError(CHAT_EMPTY)
+    session.chat_seq += 1
+    session.save(update_fields=["chat_seq"])
+    message = ChatMessage.objects.create(
+        session=session,
+        seq=session.chat_seq,
+        sender=seat,
+        client_id=client_id,
+        text=text,
+        thread_participant=thread_seat,
+        created_at=now,
+    )
+    return ChatPosted(message=_chat_view(message), created=True)
+
+
+@_command
+def delete_chat(actor: Actor, seq: int, *, now: datetime) -> ChatView:
+    """A therapist deletes a message for everyone: the number stays, the text goes."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    message = (
+        ChatMessage.objects.select_related("sender", "thread_participant").filter(session=session, seq=seq).first()
+    )
+    if message is None:
+        raise LiveError(TARGET_NOT_FOUND)
+    if message.deleted_at is None:
+        message.deleted_at = now
+        message.deleted_by_id = actor.user_id
+        message.text = ""  # the text is gone for good, not only hidden
+        message.save(update_fields=["deleted_at", "deleted_by", "text"])
+        _audit(
+            AuditAction.CHAT_DELETED,
+            session_id=session.pk,
+            actor_id=actor.user_id,
+            subject_id=message.sender.user_id,
+            code=str(seq),
+        )
+    return _chat_view(message)
+
+
+def chat_history(actor: Actor, after_seq: int, *, now: datetime | None = None) -> ChatPage:
+    """The chat after ``after_seq`` that this person may read (a page of ``CHAT_PAGE_SIZE``)."""
+    now = _now(now)
+    session = _get_session(actor.session_id)
+    seat = _member(session, actor, now)
+    return _chat_page(session, seat, after_seq)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def roster(actor: Actor, *, now: datetime | None = None) -> RoomView:
+    """The admitted members (display names only), for an admitted member."""
+    return room_snapshot(actor, now=now)
+
+
+def waiting_list(actor: Actor, *, now: datetime | None = None) -> tuple[WaitingView, ...]:
+    """Who is waiting, since when: for the session's therapists."""
+    now = _now(now)
+    session = _get_session(actor.session_id)
+    _moderator(session, actor, now)
+    return _waiting_list(session)
+
+
+def signal_route(actor: Actor, target_member_id: str, *, now: datetime | None = None) -> SignalRoute:
+    """May this member send WebRTC signaling to that one? Both must be admitted in this session.
+
+    The recipient is "polite" (perfect negotiation) when its member id sorts
+    before the sender's: each pair gets one polite and one impolite side.
+    """
+    now = _now(now)
+    session = _get_session(actor.session_id)
+    seat = _member(session, actor, now)
+    target = Seat.objects.filter(session=session, member_id=target_member_id, state=SeatState.ADMITTED).first()
+    if target is None or target.pk == seat.pk:
+        raise LiveError(TARGET_NOT_FOUND)
+    return SignalRoute(target=target.member_id, polite=target.member_id < seat.member_id)

@@ -1,0 +1,510 @@
+"""The session WebSocket: one thin consumer per connection, at /ws/sessions/<uuid>/.
+
+It parses a frame (signaling.protocol), checks the sender may send it, calls a
+handler from the explicit table in signaling.handlers (which calls rooms.live once,
+through ``database_sync_to_async``), and fans the result out through the channel
+layer with one internal event type (signaling.fanout). A client's ``type`` is a key
+into that table and nothing else: never a method name, never a layer event type.
+
+Everything a connection does runs in order in one dispatch loop: client frames,
+layer deliveries and its own periodic check (``tick``), so its state needs no locks.
+Messages the loop accepts are listed in ``dispatch``; anything else is ignored.
+
+Close codes (docs/protocol.md): 1003 binary frame, 1008 abuse, 1009 too large,
+4401 logged out or disabled, 4403 removed or denied, 4409 replaced by a newer tab,
+4410 session ended. Refused handshakes close before accept (HTTP 403) and are
+audited. An unhandled exception (1011) is a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
+from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from rooms import live
+from rooms.models import SeatCapacity, SeatState
+from signaling import fanout, frames, groups
+from signaling import protocol as p
+from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES
+
+log = logging.getLogger(__name__)
+
+# Domain codes that end the connection, and how.
+CLOSE_FOR_CODE = {
+    "auth.logged_out": 4401,
+    "auth.inactive": 4401,
+    live.SESSION_REMOVED: 4403,
+    live.CONN_REPLACED: 4409,
+    live.SESSION_ENDED: 4410,
+    live.SESSION_NOT_FOUND: 4410,
+    live.SEAT_LEFT: 1000,
+}
+# Bad frames in a row (malformed, unknown, forbidden) before the connection is closed with 1008.
+MAX_BAD_FRAMES = 20
+# Rate-limited frames within ABUSE_WINDOW seconds before 1008: a client that keeps flooding.
+MAX_RATE_REFUSALS = 60
+ABUSE_WINDOW = 60.0
+
+# Expiry timers of dropped seats outlive their consumer; kept here so they are not garbage collected.
+BACKGROUND: set[asyncio.Task] = set()
+
+# What a channel layer raises when its backend (Redis) is unreachable. The layer is at-most-once
+# anyway: a failed fan-out is logged, the state is in the database, and clients resynchronise.
+LAYER_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class TokenBucket:
+    """``rate`` frames per second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.last = clock()
+
+    def take(self) -> float:
+        """0 when a frame may pass, else the seconds until one may."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class SessionConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor: live.Actor | None = None
+        self.session_id = None
+        self.member_id: str | None = None
+        self.capacity: str | None = None
+        self.state: str | None = None  # SeatState.WAITING or SeatState.ADMITTED
+        self.opens_at = None  # when auto-admission starts, for someone waiting
+        self.closing = False
+        self.in_groups: set[str] = set()
+        self.bad_frames = 0
+        self.rate_refusals: deque[float] = deque()
+        self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
+        self.candidates: dict[str, int] = {}  # ICE candidates sent per peer in the current negotiation
+        # Chat this connection has handled: every number up to chat_mark, and those above it in chat_sent.
+        # The periodic check pushes what is missing (a delivery the layer lost), never twice.
+        self.chat_mark: int | None = None
+        self.chat_sent: set[int] = set()
+        self._reschedule = asyncio.Event()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send):
+        # AsyncConsumer.__call__, plus a third source: this connection's own periodic check.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self._receive_from_layer, self._next_tick], self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _receive_from_layer(self) -> dict:
+        # While Redis is down the layer raises on every receive: keep the socket, retry with backoff.
+        delay = 0.25
+        while True:
+            try:
+                return await self.channel_receive()
+            except LAYER_ERRORS:
+                log.warning("channel layer receive failed; retrying in %.2fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def dispatch(self, message: dict) -> None:
+        # An explicit table instead of getattr(type): and no close_old_connections() hop per message
+        # (AsyncConsumer's default); database_sync_to_async already does that in its own thread.
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            await self.on_frame(message)
+        elif kind == fanout.DELIVER:
+            await self.on_deliver(message)
+        elif kind == "tick":
+            await self.on_tick()
+        elif kind == "websocket.connect":
+            await self.on_connect()
+        elif kind == "websocket.disconnect":
+            await self.on_disconnect()
+            raise StopConsumer()
+        else:
+            log.warning("ignored a layer message of an unknown type")
+
+    async def _next_tick(self) -> dict:
+        while True:
+            self._reschedule.clear()
+            try:
+                await asyncio.wait_for(self._reschedule.wait(), self._tick_delay())
+            except TimeoutError:
+                return {"type": "tick"}
+
+    def _tick_delay(self) -> float | None:
+        if self.actor is None or self.closing:
+            return None
+        delay = float(settings.SESSION_RECHECK_SECONDS)
+        if self.state == SeatState.WAITING and self.opens_at is not None:
+            delay = min(delay, max(0.0, (self.opens_at - timezone.now()).total_seconds()) + 0.05)
+        return delay
+
+    # --- handshake -----------------------------------------------------------------------------
+
+    async def on_connect(self) -> None:
+        user = self.scope.get("user")
+        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        if p.SUBPROTOCOL not in self.scope.get("subprotocols", []):
+            await self._refuse(user, "protocol.subprotocol")
+            return
+        if user is None or not user.is_authenticated:
+            await self._refuse(None, "auth.required")
+            return
+        # Join the broadcast groups this person may need before the seat is read, so nothing
+        # published between the read and the subscription is missed; the extras go after.
+        provisional = [groups.room(self.session_id)]
+        provisional.append(
+            groups.moderators(self.session_id) if user.is_clinic_staff else groups.waiting(self.session_id)
+        )
+        try:
+            await self._join_groups(provisional)
+        except LAYER_ERRORS:
+            await self._leave_groups(sorted(self.in_groups))
+            await self._unavailable("channel layer unavailable")
+            return
+        try:
+            result = await database_sync_to_async(live.join)(self.session_id, user)
+        except live.LiveError as exc:
+            await self._leave_groups(sorted(self.in_groups))
+            if exc.code == "room.locked":
+                # The lock keeps people out, not unheard: the therapists see the knock.
+                knock = p.build(p.Knock, name=user.display_name)
+                await self._layer_send(groups.moderators(self.session_id), fanout.event(fanout.MODERATORS, knock))
+            await self.close()
+            return
+        except DatabaseError:
+            await self._leave_groups(sorted(self.in_groups))
+            await self._unavailable("database unavailable")
+            return
+
+        self.actor = live.Actor(self.session_id, user.pk, result.epoch)
+        self.member_id = result.member.member_id
+        self.capacity = result.capacity
+        self.state = result.state
+        self.opens_at = result.waiting.opens_at if result.waiting else None
+        if result.room is not None:
+            self.chat_mark = result.room.chat_seq  # the client asks chat.history for what came before
+        try:
+            await self._join_groups([groups.member(self.session_id, self.member_id)])
+            await self._settle_groups()
+        except LAYER_ERRORS:
+            # The seat is taken but this connection cannot receive anything: refuse it; the seat
+            # goes through the usual grace period when its disconnect is recorded.
+            await self._unavailable("channel layer unavailable")
+            return
+        await self.accept(p.SUBPROTOCOL)
+        await self.reply(frames.welcome(result))
+        if result.waiting_list is not None:
+            await self.reply(frames.waiting_list(result.waiting_list))
+        if result.replaced:
+            older = fanout.event(fanout.ANY, close=4409, below_epoch=result.epoch)
+            await self._layer_send(groups.member(self.session_id, self.member_id), older)
+        await self.publish(result.changes, exclude=self.channel_name)
+        self._reschedule.set()
+        log.info("joined session=%s member=%s state=%s", self.session_id.hex, self.member_id, self.state)
+
+    async def _unavailable(self, why: str) -> None:
+        """A backing service is down: fail fast with a clear, retryable answer (1013: try again later)."""
+        log.warning("connection refused: %s", why, exc_info=True)
+        await self.accept(p.SUBPROTOCOL)
+        await self.reply(p.error("server.unavailable"))
+        await self._close(1013)
+
+    async def _layer_send(self, group: str, message: dict) -> None:
+        try:
+            await self.channel_layer.group_send(group, message)
+        except LAYER_ERRORS:
+            log.warning("fan-out failed: channel layer unavailable", exc_info=True)
+
+    async def _refuse(self, user, code: str) -> None:
+        user_id = user.pk if user is not None and user.is_authenticated else None
+        try:
+            await database_sync_to_async(live.refuse_handshake)(self.session_id, user_id, code)
+        except DatabaseError:
+            log.warning("could not audit a refused handshake", exc_info=True)
+        await self.close()
+
+    def _wanted_groups(self) -> set[str]:
+        wanted = {groups.member(self.session_id, self.member_id)}
+        if self.state == SeatState.ADMITTED:
+            wanted.add(groups.room(self.session_id))
+            if self.capacity == SeatCapacity.MODERATOR:
+                wanted.add(groups.moderators(self.session_id))
+        else:
+            wanted.add(groups.waiting(self.session_id))
+        return wanted
+
+    async def _settle_groups(self) -> None:
+        wanted = self._wanted_groups()
+        await self._join_groups(sorted(wanted - self.in_groups))
+        await self._leave_groups(sorted(self.in_groups - wanted))
+
+    async def _join_groups(self, names: list[str]) -> None:
+        for name in names:
+            await self.channel_layer.group_add(name, self.channel_name)
+            self.in_groups.add(name)
+
+    async def _leave_groups(self, names: list[str]) -> None:
+        for name in names:
+            self.in_groups.discard(name)
+            try:
+                await self.channel_layer.group_discard(name, self.channel_name)
+            except Exception:  # a failed discard must not stop the others (the layer expires it later)
+                log.warning("group_discard failed", exc_info=True)
+
+    # --- frames from the client ----------------------------------------------------------------
+
+    async def on_frame(self, message: dict) -> None:
+        if self.closing or self.actor is None:
+            return
+        text = message.get("text")
+        if text is None:
+            await self._close(1003)
+            return
+        if len(text) > p.MAX_FRAME_BYTES or (
+            len(text) * 4 > p.MAX_FRAME_BYTES and len(text.encode()) > p.MAX_FRAME_BYTES
+        ):
+            await self._close(1009)
+            return
+        wait = self.bucket.take()
+        if wait:
+            await self._rate_limited(wait)
+            return
+        try:
+            msg = p.parse_client_frame(text)
+        except p.ProtocolError as exc:
+            if exc.code == "protocol.too_large":
+                await self._close(1009)
+                return
+            await self._bad_frame(exc.code, exc.re, exc.detail)
+            return
+        if msg.moderator_only and self.capacity != SeatCapacity.MODERATOR:
+            await self._call_quietly(live.refuse_command, live.PERM_DENIED)
+            await self._bad_frame(live.PERM_DENIED, msg.id)
+            return
+        if self.state == SeatState.WAITING and msg.type not in WAITING_ROOM_TYPES:
+            await self.reply(p.error(live.PERM_WAITING, re=msg.id))
+            return
+        self.bad_frames = 0
+        try:
+            await HANDLERS[msg.type](self, msg)
+        except live.LiveError as exc:
+            await self.reply(p.error(exc.code, re=msg.id, detail=exc.detail))
+            if exc.code in CLOSE_FOR_CODE:
+                await self._close(CLOSE_FOR_CODE[exc.code])
+        except LAYER_ERRORS:
+            log.warning("channel layer error handling %s", msg.type, exc_info=True)
+            await self.reply(p.error("server.retry", re=msg.id))
+        except DatabaseError:
+            # PostgreSQL restarting: one failed operation, reported as retryable (chat sends are idempotent).
+            log.warning("database error handling %s", msg.type, exc_info=True)
+            await self.reply(p.error("server.retry", re=msg.id))
+
+    async def _bad_frame(self, code: str, re: str | None, detail: str = "") -> None:
+        self.bad_frames += 1
+        await self.reply(p.error(code, re=re, detail=detail))
+        if self.bad_frames >= MAX_BAD_FRAMES:
+            await self._close(1008)
+
+    async def _rate_limited(self, wait: float) -> None:
+        now = time.monotonic()
+        self.rate_refusals.append(now)
+        while self.rate_refusals and self.rate_refusals[0] < now - ABUSE_WINDOW:
+            self.rate_refusals.popleft()
+        if len(self.rate_refusals) > MAX_RATE_REFUSALS:
+            await self._close(1008)
+            return
+        await self.reply(p.error("rate.limited", retry_after_ms=max(1, int(wait * 1000 + 0.999))))
+
+    async def _call_quietly(self, fn, *args) -> None:
+        try:
+            await database_sync_to_async(fn)(self.actor, *args)
+        except DatabaseError:
+            log.warning("could not audit a refused command", exc_info=True)
+
+    # --- what handlers use ---------------------------------------------------------------------
+
+    async def call(self, fn, *args, **kwargs):
+        """Run one rooms.live function for this connection's actor, in the database thread."""
+        return await database_sync_to_async(fn)(self.actor, *args, **kwargs)
+
+    async def reply(self, frame: dict) -> None:
+        await self.send(text_data=p.encode(frame))
+
+    async def publish(self, changes: live.Changes, *, exclude: str | None = None, from_server: bool = False) -> None:
+        """Fan ``changes`` out, from this member (or, ``from_server``, from the server itself)."""
+        sender = None if from_server else self.member_id
+        try:
+            await fanout.publish(self.channel_layer, self.session_id, changes, sender=sender, exclude=exclude)
+        except LAYER_ERRORS:
+            log.warning("fan-out failed: channel layer unavailable", exc_info=True)
+
+    async def deliver(
+        self, group: str, audience: str, frame: dict, *, exclude_self: bool = False, seq: int | None = None
+    ) -> None:
+        message = fanout.event(audience, frame, exclude=self.channel_name if exclude_self else None, seq=seq)
+        await self._layer_send(group, message)
+
+    async def finish(self, code: int = 1000) -> None:
+        await self._close(code)
+
+    def chat_seen(self, seq: int) -> None:
+        """This connection's client has chat message ``seq`` (answered directly, or delivered)."""
+        if self.chat_mark is not None and seq > self.chat_mark:
+            self.chat_sent.add(seq)
+
+    # --- layer deliveries and the periodic check -----------------------------------------------
+
+    async def on_deliver(self, message: dict) -> None:
+        if self.closing or self.actor is None:
+            return
+        if not self._entitled(message.get("audience")) or message.get("exclude") == self.channel_name:
+            return
+        below = message.get("below_epoch")
+        if below is not None and self.actor.epoch >= below:
+            return
+        if message.get("control") == "admitted":
+            try:
+                await self._become_admitted(None)
+            except (DatabaseError, *LAYER_ERRORS):
+                # Shown at the next periodic check instead, which finds the seat admitted.
+                log.warning("admission not shown yet: a backing service is unavailable", exc_info=True)
+                self.state = SeatState.WAITING
+            return
+        seq = message.get("seq")
+        if seq is not None:
+            if self.chat_mark is not None and (seq <= self.chat_mark or seq in self.chat_sent):
+                return  # the periodic check already pushed it
+            self.chat_seen(seq)
+        if message.get("frame"):
+            await self.send(text_data=message["frame"])
+        if message.get("close"):
+            await self._close(int(message["close"]))
+
+    def _entitled(self, audience: str | None) -> bool:
+        # Checked on arrival against this connection's own state: a stale group membership
+        # (a race, a lost discard) never shows room traffic to someone who is only waiting.
+        if audience == fanout.ANY:
+            return True
+        if audience == fanout.ROOM:
+            return self.state == SeatState.ADMITTED
+        if audience == fanout.MODERATORS:
+            return self.state == SeatState.ADMITTED and self.capacity == SeatCapacity.MODERATOR
+        if audience == fanout.WAITING:
+            return self.state == SeatState.WAITING
+        return False
+
+    async def _become_admitted(self, room: live.RoomView | None) -> None:
+        if self.state == SeatState.ADMITTED:
+            return
+        self.state = SeatState.ADMITTED
+        self.opens_at = None
+        await self._join_groups([groups.room(self.session_id)])
+        if room is None:
+            try:
+                # Read after subscribing to the room: the snapshot covers whatever happened before.
+                room = await self.call(live.room_snapshot)
+            except live.LiveError as exc:
+                await self._close(CLOSE_FOR_CODE.get(exc.code, 4403))
+                return
+        self.chat_mark, self.chat_sent = room.chat_seq, set()
+        await self.reply(frames.admitted(room))
+        await self._settle_groups()
+
+    async def on_tick(self) -> None:
+        if self.closing or self.actor is None:
+            return
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        try:
+            result = await self.call(
+                live.tick, session_key, believed_waiting=self.state == SeatState.WAITING, chat_after=self.chat_mark
+            )
+        except DatabaseError:
+            log.warning("periodic check failed: database unavailable", exc_info=True)
+            return
+        if result.close:
+            await self._close(CLOSE_FOR_CODE.get(result.close, 4403))
+            return
+        try:
+            # Idempotent: puts the memberships back after a Redis restart emptied the groups
+            # (and refreshes their expiry during a long session).
+            await self._join_groups(sorted(self.in_groups))
+        except LAYER_ERRORS:
+            log.warning("could not refresh group memberships", exc_info=True)
+        # What the clock did (an expired seat, the start letting someone in) comes from the server.
+        await self.publish(result.changes, from_server=True)
+        for message in result.missed:
+            if message.seq not in self.chat_sent:
+                await self.reply(frames.chat_message(message))
+        if result.chat_upto is not None and self.chat_mark is not None:
+            self.chat_mark = max(self.chat_mark, result.chat_upto)
+            self.chat_sent = {seq for seq in self.chat_sent if seq > self.chat_mark}
+        if result.admitted is not None:
+            try:
+                await self._become_admitted(result.admitted)
+            except LAYER_ERRORS:
+                log.warning("admission not shown yet: channel layer unavailable", exc_info=True)
+                self.state = SeatState.WAITING
+
+    # --- closing -------------------------------------------------------------------------------
+
+    async def _close(self, code: int) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._reschedule.set()
+        await self.close(code)
+
+    async def on_disconnect(self) -> None:
+        self.closing = True
+        if self.actor is not None:
+            try:
+                changes = await self.call(live.disconnect)
+                await self.publish(changes)
+                if changes.updated or changes.waiting_list is not None:
+                    expire_later(self.channel_layer, self.session_id)
+            except DatabaseError:
+                log.warning("disconnect not recorded: database unavailable", exc_info=True)
+        await self._leave_groups(sorted(self.in_groups))
+
+
+def expire_later(layer, session_id) -> None:
+    """After the grace period, let the seats still disconnected go (peers then see member.left)."""
+
+    async def run() -> None:
+        await asyncio.sleep(float(settings.SEAT_GRACE_SECONDS))
+        try:
+            changes = await database_sync_to_async(live.expire_seats)(session_id)
+            await fanout.publish(layer, session_id, changes, sender=None)
+        except (DatabaseError, *LAYER_ERRORS):
+            log.warning("seat expiry not done: a backing service is unavailable (periodic checks retry)")
+
+    task = asyncio.get_running_loop().create_task(run())
+    BACKGROUND.add(task)
+    task.add_done_callback(BACKGROUND.discard)

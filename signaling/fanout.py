@@ -1,0 +1,105 @@
+"""Deliver frames through the channel layer, with ONE internal event type.
+
+Every layer message is ``{"type": "deliver", ...}`` carrying a frame the server
+already built and encoded (once, however many receive it), plus:
+
+- ``audience``     who may take it, checked again by each receiving connection
+                   against its own state: ``room`` (admitted members), ``mod``
+                   (admitted therapists), ``waiting`` (people waiting), ``any``
+- ``close``        a close code to send after the frame (4403, 4409, 4410)
+- ``below_epoch``  only connections older than this epoch act (duplicate tabs)
+- ``control``      ``admitted``: the receiving connection moves into the room
+- ``exclude``      a channel name that skips it (the sender, answered directly)
+- ``seq``          a chat message's number: lets a connection tell what it missed
+
+The layer is at-most-once: what must not be lost (chat, admissions) is in the
+database first, and clients resynchronise by sequence number.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from rooms import live
+from signaling import frames, groups
+from signaling import protocol as p
+
+DELIVER = "deliver"
+ANY = "any"
+ROOM = "room"
+MODERATORS = "mod"
+WAITING = "waiting"
+
+
+def event(
+    audience: str,
+    frame: dict | None = None,
+    *,
+    close: int | None = None,
+    below_epoch: int | None = None,
+    control: str | None = None,
+    exclude: str | None = None,
+    seq: int | None = None,
+) -> dict:
+    message: dict = {"type": DELIVER, "audience": audience}
+    if frame is not None:
+        message["frame"] = p.encode(frame)
+    if close is not None:
+        message["close"] = close
+    if below_epoch is not None:
+        message["below_epoch"] = below_epoch
+    if control is not None:
+        message["control"] = control
+    if exclude is not None:
+        message["exclude"] = exclude
+    if seq is not None:
+        message["seq"] = seq
+    return message
+
+
+async def publish(
+    layer, session_id: uuid.UUID, changes: live.Changes, *, sender: str | None, exclude: str | None = None
+) -> None:
+    """Tell everyone concerned what ``changes`` says. Sends are awaited in order: per receiver, frames
+    arrive in the order they were published."""
+    room, mods = groups.room(session_id), groups.moderators(session_id)
+
+    async def send(group: str, message: dict) -> None:
+        await layer.group_send(group, message)
+
+    if changes.ended:
+        ended = event(ANY, p.build(p.Ended, sender=sender), close=4410)
+        await send(room, ended)
+        await send(groups.waiting(session_id), ended)
+        return
+    for member_id in changes.admitted:
+        await send(groups.member(session_id, member_id), event(WAITING, control="admitted"))
+    for member_id, message in changes.denied:
+        denied = p.build(p.Denied, sender=sender, message=message)
+        await send(groups.member(session_id, member_id), event(ANY, denied, close=4403))
+    for member_id in changes.removed:
+        await send(groups.member(session_id, member_id), event(ANY, p.build(p.Removed, sender=sender), close=4403))
+    for view in changes.joined:
+        joined = p.build(p.MemberJoined, sender=sender, member=frames.member_info(view))
+        await send(room, event(ROOM, joined, exclude=exclude))
+    for view in changes.updated:
+        updated = p.build(p.MemberUpdated, sender=sender, member=frames.member_info(view))
+        await send(room, event(ROOM, updated, exclude=exclude))
+    for member_id in changes.left:
+        await send(room, event(ROOM, p.build(p.MemberLeft, sender=sender, member=member_id)))
+    for item in changes.notices:
+        await send(groups.member(session_id, item.member_id), event(ROOM, frames.notice(item, sender=sender)))
+    if changes.spotlight_changed:
+        await send(room, event(ROOM, p.build(p.ModSpotlight, sender=sender, member=changes.spotlight)))
+    if changes.locked is not None:
+        await send(room, event(ROOM, p.build(p.ModLocked, sender=sender, locked=changes.locked)))
+    if changes.hands is not None:
+        await send(mods, event(MODERATORS, p.build(p.Hands, sender=sender, queue=list(changes.hands))))
+    if changes.waiting_list is not None:
+        await send(mods, event(MODERATORS, frames.waiting_list(changes.waiting_list, sender=sender)))
+    if changes.waiting_room is not None:
+        waiting = p.build(p.Waiting, sender=sender, waiting=frames.waiting_state(changes.waiting_room))
+        await send(groups.waiting(session_id), event(WAITING, waiting))
+    for member_id, info in changes.waiting_to:
+        waiting = p.build(p.Waiting, sender=sender, waiting=frames.waiting_state(info))
+        await send(groups.member(session_id, member_id), event(WAITING, waiting))

@@ -1,0 +1,124 @@
+"""Domain views (rooms.live) -> protocol frames (signaling.protocol), field by field.
+
+Every frame the server sends is built here or in the handlers through
+``protocol.build``, which validates it against its schema and stamps ``ts`` and
+``from``. Nothing a client sent is forwarded as is: the handlers pass validated
+fields only.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from rooms import live
+from signaling import protocol as p
+
+
+def member_info(view: live.MemberView) -> dict:
+    return {
+        "member": view.member_id,
+        "name": view.name,
+        "role": view.role,
+        "presence": "connected" if view.connected else "reconnecting",
+        "mic": view.mic,
+        "camera": view.camera,
+        "hard_muted": view.hard_muted,
+        "camera_blocked": view.camera_blocked,
+        "hand": p.timestamp(view.hand_raised_at) if view.hand_raised_at else None,
+        "conn": view.conn,
+    }
+
+
+def waiting_entry(view: live.WaitingView) -> dict:
+    return {
+        "member": view.member_id,
+        "name": view.name,
+        "since": p.timestamp(view.since),
+        "presence": "connected" if view.connected else "reconnecting",
+    }
+
+
+def waiting_state(info: live.WaitingInfo) -> dict:
+    return {"opens_at": p.timestamp(info.opens_at) if info.opens_at else None, "message": info.message}
+
+
+def room_state(view: live.RoomView) -> dict:
+    return {
+        "roster": [member_info(m) for m in view.roster],
+        "spotlight": view.spotlight,
+        "locked": view.locked,
+        "chat_seq": view.chat_seq,
+        "hands": list(view.hands),
+        "ice_servers": settings.ICE_SERVERS,
+    }
+
+
+def chat_entry(view: live.ChatView) -> dict:
+    return {
+        "seq": view.seq,
+        "author": view.author,
+        "text": view.text,
+        "thread": view.thread,
+        "at": p.timestamp(view.created_at),
+        "deleted": view.deleted,
+    }
+
+
+def welcome(result: live.JoinResult) -> dict:
+    return p.build(
+        p.Welcome,
+        member=result.member.member_id,
+        role=result.capacity,
+        state=result.state,
+        resume_token=result.resume_token,
+        limits=p.LIMITS,
+        room=room_state(result.room) if result.room else None,
+        waiting=waiting_state(result.waiting) if result.waiting else None,
+    )
+
+
+def waiting_list(entries: tuple[live.WaitingView, ...], *, sender: str | None = None) -> dict:
+    return p.build(p.WaitingList, sender=sender, entries=[waiting_entry(e) for e in entries])
+
+
+def admitted(room: live.RoomView, *, sender: str | None = None) -> dict:
+    return p.build(p.Admitted, sender=sender, room=room_state(room))
+
+
+def chat_message(view: live.ChatView, *, re: str | None = None) -> dict:
+    return p.build(p.ChatMessageFrame, sender=view.author, re=re, message=chat_entry(view))
+
+
+def chat_history(page: live.ChatPage, after_seq: int, *, re: str) -> dict:
+    return p.build(
+        p.ChatHistoryFrame,
+        re=re,
+        after_seq=after_seq,
+        messages=[chat_entry(m) for m in page.messages],
+        more=page.more,
+    )
+
+
+def resumed(result: live.Resumed, *, re: str) -> dict:
+    return p.build(
+        p.Resumed,
+        re=re,
+        room=room_state(result.room),
+        chat=[chat_entry(m) for m in result.chat.messages],
+        more=result.chat.more,
+    )
+
+
+NOTICES: dict[str, type[p.ServerFrame]] = {
+    "muted": p.ModMuted,
+    "mute_released": p.ModMuteReleased,
+    "unmute_requested": p.ModUnmuteRequested,
+    "camera_off": p.ModCameraOff,
+    "camera_released": p.ModCameraReleased,
+}
+
+
+def notice(item: live.Notice, *, sender: str | None) -> dict:
+    model = NOTICES[item.kind]
+    fields = {"hard": item.hard} if "hard" in model.model_fields else {}
+    return p.build(model, sender=sender, **fields)

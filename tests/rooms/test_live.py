@@ -1,0 +1,649 @@
+"""The realtime session domain (rooms.live): seats, waiting room, moderation, chat, presence.
+
+Every call takes an explicit ``now``: the group session of ``make_live_clinic``
+starts at 23:00 UTC and NOW is 23:01, one minute in (auto-admission applies
+until 23:10).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test import Client
+
+from rooms import live
+from rooms.models import (
+    AdmissionPolicy,
+    AuditAction,
+    AuditEvent,
+    ChatMessage,
+    Seat,
+    SeatState,
+    SessionRemoval,
+    SessionStatus,
+)
+from tests.factories import LiveClinic, make_live_clinic
+
+START = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+NOW = START + timedelta(minutes=1)
+
+
+@pytest.fixture
+def clinic(db) -> LiveClinic:
+    return make_live_clinic(START, starts_in=timedelta(0))
+
+
+def join(clinic: LiveClinic, user, now=NOW, session=None) -> tuple[live.Actor, live.JoinResult]:
+    session = session or clinic.session
+    result = live.join(session.pk, user, now=now)
+    return live.Actor(session.pk, user.pk, result.epoch), result
+
+
+def seat_of(clinic: LiveClinic, user) -> Seat:
+    return Seat.objects.get(session=clinic.session, user=user)
+
+
+def audit_rows(clinic: LiveClinic) -> list[tuple[str, object, object, str]]:
+    rows = AuditEvent.objects.filter(session=clinic.session).order_by("at", "action")
+    return [(e.action, e.actor_id, e.subject_id, e.code) for e in rows]
+
+
+def knock_policy(clinic: LiveClinic) -> None:
+    clinic.session.admission_policy = AdmissionPolicy.THERAPIST_ADMITS
+    clinic.session.save()
+
+
+# --- join ------------------------------------------------------------------------------------------
+
+
+def test_join_therapist_enters_room_as_moderator(clinic):
+    _, result = join(clinic, clinic.lead)
+
+    assert (result.capacity, result.state, result.epoch, result.replaced) == ("moderator", "admitted", 1, False)
+    assert result.room == live.RoomView(roster=(result.member,), spotlight=None, locked=False, chat_seq=0, hands=())
+    assert result.waiting_list == ()
+    assert result.member.name == "Lee L."
+    seat = seat_of(clinic, clinic.lead)
+    # Only a hash of the resume token is stored; the member id is not the user id.
+    assert seat.resume_token_hash == live._hash(result.resume_token) != result.resume_token
+    assert seat.member_id == result.member.member_id != str(clinic.lead.pk)
+
+
+def test_join_participant_admitted_automatically_after_start(clinic):
+    _, result = join(clinic, clinic.pat)
+
+    assert (result.capacity, result.state, result.waiting) == ("participant", "admitted", None)
+    assert result.changes.joined == [result.member]
+    assert audit_rows(clinic) == [(AuditAction.JOINED, clinic.pat.pk, None, "auto")]
+
+
+def test_join_participant_waits_in_lobby_until_start(clinic):
+    _, result = join(clinic, clinic.pat, now=START - timedelta(minutes=5))
+
+    assert result.state == "waiting"
+    assert result.room is None
+    assert result.waiting == live.WaitingInfo(opens_at=START, message="")
+    assert [w.member_id for w in result.changes.waiting_list] == [result.member.member_id]
+
+
+def test_join_participant_knocks_after_late_join_limit(clinic):
+    _, result = join(clinic, clinic.pat, now=START + timedelta(minutes=11))
+
+    assert result.state == "waiting"
+    assert result.waiting == live.WaitingInfo(opens_at=None, message="")
+    assert audit_rows(clinic) == [(AuditAction.JOINED, clinic.pat.pk, None, "knock")]
+
+
+def test_join_participant_knocks_when_therapist_admits_everyone(clinic):
+    knock_policy(clinic)
+
+    _, result = join(clinic, clinic.pat)
+
+    assert (result.state, result.waiting.opens_at) == ("waiting", None)
+
+
+def test_join_clinic_admin_observes(clinic):
+    _, result = join(clinic, clinic.admin)
+
+    assert (result.capacity, result.state, result.waiting_list) == ("observer", "admitted", None)
+
+
+@pytest.mark.parametrize(
+    ("who", "now", "code"),
+    [
+        ("outsider", NOW, "roster.not_member"),
+        ("outsider_therapist", NOW, "roster.not_member"),
+        ("pat", START - timedelta(minutes=11), "session.not_open"),
+        ("pat", START + timedelta(hours=3), "session.ended"),
+    ],
+)
+def test_join_refused_with_access_code_and_audited(clinic, who, now, code):
+    user = getattr(clinic, who)
+
+    with pytest.raises(live.LiveError) as refused:
+        join(clinic, user, now=now)
+
+    assert refused.value.code == code
+    assert audit_rows(clinic) == [(AuditAction.HANDSHAKE_REFUSED, user.pk, None, code)]
+    assert not Seat.objects.filter(user=user).exists()
+
+
+def test_join_unknown_session_refused(clinic):
+    with pytest.raises(live.LiveError) as refused:
+        live.join(clinic.pat.pk, clinic.pat, now=NOW)  # a UUID that is no session
+
+    assert refused.value.code == "session.not_found"
+    assert AuditEvent.objects.filter(action=AuditAction.HANDSHAKE_REFUSED, session=None, code="session.not_found")
+
+
+def test_join_locked_room_refuses_new_participant_but_not_therapist(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    live.lock(lead, now=NOW)
+
+    with pytest.raises(live.LiveError) as refused:
+        join(clinic, clinic.pat)
+    _, co = join(clinic, clinic.co)
+
+    assert refused.value.code == "room.locked"
+    assert co.state == "admitted"
+
+
+def test_join_reconnect_keeps_place_in_locked_room(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, first = join(clinic, clinic.pat)
+    live.disconnect(pat, now=NOW)
+    live.lock(lead, now=NOW)
+
+    _, again = join(clinic, clinic.pat, now=NOW + timedelta(seconds=5))
+
+    assert (again.state, again.epoch, again.replaced) == ("admitted", 2, False)
+    assert again.member.member_id == first.member.member_id
+    assert again.changes.updated == [again.member]  # peers: connected again, not joined
+    assert again.changes.joined == []
+
+
+def test_join_second_tab_replaces_older_connection(clinic):
+    _, first = join(clinic, clinic.pat)
+
+    _, second = join(clinic, clinic.pat)
+
+    assert (second.replaced, second.epoch) == (True, 2)
+    assert [m.member_id for m in second.room.roster] == [first.member.member_id]
+    assert Seat.objects.filter(user=clinic.pat).count() == 1
+
+
+def test_join_room_full_counts_participants_present(clinic):
+    clinic.session.room.capacity = 1
+    clinic.session.room.save()
+    join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        join(clinic, clinic.sam)
+
+    assert refused.value.code == "room.full"
+
+
+# --- disconnect, expiry, tick ------------------------------------------------------------------------
+
+
+def test_disconnect_marks_seat_reconnecting(clinic):
+    pat, _ = join(clinic, clinic.pat)
+
+    changes = live.disconnect(pat, now=NOW)
+
+    assert [(m.member_id, m.connected) for m in changes.updated] == [(seat_of(clinic, clinic.pat).member_id, False)]
+
+
+def test_disconnect_of_stale_connection_changes_nothing(clinic):
+    old, _ = join(clinic, clinic.pat)
+    join(clinic, clinic.pat)  # a second tab took over
+
+    changes = live.disconnect(old, now=NOW)
+
+    assert changes == live.Changes()
+    assert seat_of(clinic, clinic.pat).connected is True
+
+
+def test_expire_seats_after_grace_period(clinic, settings):
+    settings.SEAT_GRACE_SECONDS = 30
+    lead, _ = join(clinic, clinic.lead)
+    pat, joined = join(clinic, clinic.pat)
+    live.raise_hand(pat, now=NOW)
+    live.spotlight(lead, joined.member.member_id, now=NOW)
+    live.disconnect(pat, now=NOW)
+
+    early = live.expire_seats(clinic.session.pk, now=NOW + timedelta(seconds=29))
+    late = live.expire_seats(clinic.session.pk, now=NOW + timedelta(seconds=30))
+    again = live.expire_seats(clinic.session.pk, now=NOW + timedelta(seconds=31))
+
+    assert early == live.Changes()
+    assert late == live.Changes(left=[joined.member.member_id], hands=(), spotlight_changed=True, spotlight=None)
+    assert again == live.Changes()
+    assert seat_of(clinic, clinic.pat).state == SeatState.LEFT
+
+
+def test_tick_closes_logged_out_and_disabled(clinic):
+    client = Client()
+    client.force_login(clinic.pat)
+    key = client.session.session_key
+    pat, _ = join(clinic, clinic.pat)
+
+    assert live.tick(pat, key, now=NOW).close is None
+    client.logout()
+    assert live.tick(pat, key, now=NOW).close == "auth.logged_out"
+    client.force_login(clinic.pat)
+    clinic.pat.is_active = False
+    clinic.pat.save()
+    assert live.tick(pat, client.session.session_key, now=NOW).close == "auth.inactive"
+
+
+def test_tick_closes_when_schedule_ends_session(clinic):
+    client = Client()
+    client.force_login(clinic.pat)
+    pat, _ = join(clinic, clinic.pat)
+
+    result = live.tick(pat, client.session.session_key, now=clinic.session.ends_at)
+    again = live.tick(pat, client.session.session_key, now=clinic.session.ends_at)
+
+    clinic.session.refresh_from_db()
+    assert result.close == again.close == "session.ended"
+    assert clinic.session.status == SessionStatus.ENDED
+    assert [row for row in audit_rows(clinic) if row[0] == AuditAction.ENDED] == [
+        (AuditAction.ENDED, None, None, "schedule")
+    ]
+
+
+def test_tick_admits_waiting_participant_at_start(clinic):
+    client = Client()
+    client.force_login(clinic.pat)
+    pat, joined = join(clinic, clinic.pat, now=START - timedelta(minutes=5))
+
+    before = live.tick(pat, client.session.session_key, now=START - timedelta(seconds=1))
+    at_start = live.tick(pat, client.session.session_key, now=START)
+
+    assert (before.close, before.admitted) == (None, None)
+    assert [m.member_id for m in at_start.admitted.roster] == [joined.member.member_id]
+    assert at_start.changes.waiting_list == ()
+    assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
+
+
+# --- waiting room and admission --------------------------------------------------------------------
+
+
+def test_admit_one_and_all_in_waiting_order(clinic):
+    knock_policy(clinic)
+    lead, _ = join(clinic, clinic.lead)
+    _, pat = join(clinic, clinic.pat, now=NOW)
+    _, sam = join(clinic, clinic.sam, now=NOW + timedelta(seconds=1))
+    _, kim = join(clinic, clinic.kim, now=NOW + timedelta(seconds=2))
+    assert [w.member_id for w in live.waiting_list(lead, now=NOW)] == [m.member.member_id for m in (pat, sam, kim)]
+
+    one = live.admit(lead, sam.member.member_id, now=NOW)
+    rest = live.admit_all(lead, now=NOW)
+
+    assert one.admitted == [sam.member.member_id]
+    assert [w.member_id for w in one.waiting_list] == [pat.member.member_id, kim.member.member_id]
+    assert rest.admitted == [pat.member.member_id, kim.member.member_id]
+    assert rest.waiting_list == ()
+    assert seat_of(clinic, clinic.sam).admitted_by == clinic.lead
+
+
+def test_deny_with_message_bans_from_session(clinic):
+    knock_policy(clinic)
+    lead, _ = join(clinic, clinic.lead)
+    _, pat = join(clinic, clinic.pat)
+
+    changes = live.deny(lead, pat.member.member_id, "  Please call the clinic.  ", now=NOW)
+
+    assert changes.denied == [(pat.member.member_id, "Please call the clinic.")]
+    assert SessionRemoval.objects.get(session=clinic.session, user=clinic.pat).reason == "denied"
+    with pytest.raises(live.LiveError) as refused:
+        join(clinic, clinic.pat)
+    assert refused.value.code == "session.removed"
+
+
+def test_admit_target_not_waiting_refused(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    _, pat = join(clinic, clinic.pat)  # already in the room
+
+    with pytest.raises(live.LiveError) as refused:
+        live.admit(lead, pat.member.member_id, now=NOW)
+
+    assert refused.value.code == "target.not_waiting"
+
+
+def test_waiting_message_to_everyone_waiting(clinic):
+    knock_policy(clinic)
+    lead, _ = join(clinic, clinic.lead)
+    join(clinic, clinic.pat)
+
+    changes = live.waiting_message(lead, "Starting in five minutes", now=NOW)
+
+    assert changes.waiting_room == live.WaitingInfo(opens_at=None, message="Starting in five minutes")
+    assert seat_of(clinic, clinic.pat).waiting_message == "Starting in five minutes"
+
+
+# --- moderation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments"),
+    [
+        (live.mute, {"member_id": "x", "hard": True}),
+        (live.remove, {"member_id": "x"}),
+        (live.end, {}),
+        (live.lock, {}),
+        (live.admit_all, {}),
+        (live.spotlight, {"member_id": None}),
+    ],
+)
+def test_moderator_command_from_participant_refused_and_audited(clinic, command, arguments):
+    join(clinic, clinic.lead)
+    pat, _ = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+    arguments = {k: (seat_of(clinic, clinic.sam).member_id if v == "x" else v) for k, v in arguments.items()}
+    before = list(Seat.objects.order_by("pk").values())
+
+    with pytest.raises(live.LiveError) as refused:
+        command(pat, **arguments, now=NOW)
+
+    assert refused.value.code == "perm.denied"
+    assert list(Seat.objects.order_by("pk").values()) == before
+    clinic.session.refresh_from_db()
+    assert (clinic.session.status, clinic.session.locked) == (SessionStatus.SCHEDULED, False)
+    assert audit_rows(clinic)[-1] == (AuditAction.COMMAND_REFUSED, clinic.pat.pk, None, "perm.denied")
+
+
+def test_moderator_of_another_session_cannot_act_here(clinic):
+    join(clinic, clinic.pat)
+    other, _ = join(clinic, clinic.outsider_therapist, session=clinic.other_session)
+    pat_member = seat_of(clinic, clinic.pat).member_id
+    # The other session's therapist, acting through their own session, names a member of this one.
+    with pytest.raises(live.LiveError) as refused:
+        live.mute(other, pat_member, hard=True, now=NOW)
+
+    assert refused.value.code == "target.not_found"
+    assert seat_of(clinic, clinic.pat).hard_muted is False
+    assert AuditEvent.objects.filter(
+        action=AuditAction.COMMAND_REFUSED, session=clinic.other_session, actor=clinic.outsider_therapist
+    ).exists()
+
+
+def test_hard_mute_refuses_unmute_until_released(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, joined = join(clinic, clinic.pat)
+    live.set_media(pat, True, True, now=NOW)
+
+    muted = live.mute(lead, joined.member.member_id, hard=True, now=NOW)
+    with pytest.raises(live.LiveError) as refused:
+        live.set_media(pat, True, True, now=NOW)
+    live.release_mute(lead, joined.member.member_id, now=NOW)
+    unmuted = live.set_media(pat, True, True, now=NOW)
+
+    assert muted.notices == [live.Notice(joined.member.member_id, "muted", True)]
+    assert (muted.updated[0].mic, muted.updated[0].hard_muted) == (False, True)
+    assert refused.value.code == "mute.hard"
+    assert (unmuted.updated[0].mic, unmuted.updated[0].hard_muted) == (True, False)
+
+
+def test_soft_mute_participant_may_unmute(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, joined = join(clinic, clinic.pat)
+
+    live.mute(lead, joined.member.member_id, now=NOW)
+    changes = live.set_media(pat, True, False, now=NOW)
+
+    assert changes.updated[0].mic is True
+
+
+def test_camera_off_hard_blocks_camera(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, joined = join(clinic, clinic.pat)
+
+    live.camera_off(lead, joined.member.member_id, hard=True, now=NOW)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.set_media(pat, False, True, now=NOW)
+    assert refused.value.code == "camera.blocked"
+
+
+def test_remove_bans_and_clears_spotlight(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    _, pat = join(clinic, clinic.pat)
+    live.spotlight(lead, pat.member.member_id, now=NOW)
+
+    changes = live.remove(lead, pat.member.member_id, now=NOW)
+
+    assert changes == live.Changes(
+        left=[pat.member.member_id], removed=[pat.member.member_id], spotlight_changed=True, spotlight=None
+    )
+    assert SessionRemoval.objects.get(session=clinic.session, user=clinic.pat).removed_by == clinic.lead
+    with pytest.raises(live.LiveError) as refused:
+        join(clinic, clinic.pat)
+    assert refused.value.code == "session.removed"
+
+
+def test_remove_therapist_refused(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    _, co = join(clinic, clinic.co)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.remove(lead, co.member.member_id, now=NOW)
+
+    assert refused.value.code == "perm.denied"
+
+
+def test_end_closes_session_for_everyone(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, _ = join(clinic, clinic.pat)
+
+    changes = live.end(lead, now=NOW)
+
+    clinic.session.refresh_from_db()
+    assert changes == live.Changes(ended=True)
+    assert clinic.session.status == SessionStatus.ENDED
+    assert set(Seat.objects.values_list("state", flat=True)) == {SeatState.LEFT}
+    with pytest.raises(live.LiveError) as refused:
+        live.post_chat(pat, "c-1", "still here?", now=NOW)
+    assert refused.value.code == "session.ended"
+
+
+def test_hand_queue_in_raising_order_and_lower_all(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, pat_join = join(clinic, clinic.pat)
+    sam, sam_join = join(clinic, clinic.sam)
+
+    live.raise_hand(sam, now=NOW)
+    raised = live.raise_hand(pat, now=NOW + timedelta(seconds=1))
+    lowered = live.lower_all_hands(lead, now=NOW)
+
+    assert raised.hands == (sam_join.member.member_id, pat_join.member.member_id)
+    assert lowered.hands == ()
+    assert [m.hand_raised_at for m in lowered.updated] == [None, None]
+
+
+def test_commands_from_replaced_connection_refused(clinic):
+    old, _ = join(clinic, clinic.pat)
+    join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.raise_hand(old, now=NOW)
+
+    assert refused.value.code == "conn.replaced"
+
+
+# --- chat ------------------------------------------------------------------------------------------
+
+
+def test_post_chat_numbers_messages_and_resend_is_idempotent(clinic):
+    pat, joined = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+
+    first = live.post_chat(pat, "c-1", "  hello  ", now=NOW)
+    second = live.post_chat(sam, "c-1", "hi", now=NOW)
+    resend = live.post_chat(pat, "c-1", "hello (resent)", now=NOW + timedelta(seconds=3))
+
+    assert (first.created, first.message.seq, first.message.text) == (True, 1, "hello")
+    assert (second.created, second.message.seq) == (True, 2)
+    assert resend == live.ChatPosted(message=first.message, created=False)
+    assert ChatMessage.objects.count() == 2
+    clinic.session.refresh_from_db()
+    assert clinic.session.chat_seq == 2
+
+
+def test_private_thread_visible_to_participant_and_therapists_only(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, pat_join = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+    observer, _ = join(clinic, clinic.admin)
+    live.post_chat(pat, "c-1", "room message", now=NOW)
+    private = live.post_chat(pat, "c-2", "I am struggling today", to_therapists=True, now=NOW)
+    reply = live.post_chat(lead, "c-1", "Thanks for telling me", thread=pat_join.member.member_id, now=NOW)
+
+    def seqs(actor):
+        return [m.seq for m in live.chat_history(actor, 0, now=NOW).messages]
+
+    assert private.message.thread == reply.message.thread == pat_join.member.member_id
+    assert seqs(pat) == [1, 2, 3]
+    assert seqs(lead) == [1, 2, 3]
+    assert seqs(sam) == [1]
+    assert seqs(observer) == [1]
+
+
+@pytest.mark.parametrize("who", ["sam", "admin"])
+def test_post_chat_refused_for_participant_thread_and_observer(clinic, who):
+    _, pat = join(clinic, clinic.pat)
+    actor, _ = join(clinic, getattr(clinic, who))
+    thread = pat.member.member_id if who == "sam" else None
+
+    with pytest.raises(live.LiveError) as refused:
+        live.post_chat(actor, "c-1", "psst", thread=thread, now=NOW)
+
+    assert refused.value.code == "chat.not_allowed"
+    assert ChatMessage.objects.count() == 0
+
+
+def test_post_chat_from_waiting_room_refused(clinic):
+    knock_policy(clinic)
+    pat, _ = join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.post_chat(pat, "c-1", "let me in", now=NOW)
+
+    assert refused.value.code == "perm.waiting"
+
+
+def test_delete_chat_keeps_number_and_drops_text(clinic):
+    lead, _ = join(clinic, clinic.lead)
+    pat, _ = join(clinic, clinic.pat)
+    live.post_chat(pat, "c-1", "something I regret", now=NOW)
+
+    deleted = live.delete_chat(lead, 1, now=NOW)
+
+    assert (deleted.seq, deleted.text, deleted.deleted) == (1, "", True)
+    assert ChatMessage.objects.get().text == ""
+    assert live.chat_history(pat, 0, now=NOW).messages == (deleted,)
+    # The audit says who deleted which number, never what it said.
+    assert audit_rows(clinic)[-1] == (AuditAction.CHAT_DELETED, clinic.lead.pk, clinic.pat.pk, "1")
+
+
+def test_chat_history_is_exactly_after_seq(clinic):
+    pat, _ = join(clinic, clinic.pat)
+    for n in range(1, 6):
+        live.post_chat(pat, f"c-{n}", f"message {n}", now=NOW)
+
+    page = live.chat_history(pat, 3, now=NOW)
+
+    assert ([m.seq for m in page.messages], page.more) == ([4, 5], False)
+
+
+def test_resume_accepts_previous_token_once(clinic):
+    pat, first = join(clinic, clinic.pat)
+    live.post_chat(pat, "c-1", "before the drop", now=NOW)
+    live.disconnect(pat, now=NOW)
+    sam, _ = join(clinic, clinic.sam)
+    live.post_chat(sam, "c-1", "while you were away", now=NOW)
+    pat2, second = join(clinic, clinic.pat, now=NOW + timedelta(seconds=5))
+
+    resumed = live.resume(pat2, first.resume_token, 1, now=NOW)
+
+    assert [m.text for m in resumed.chat.messages] == ["while you were away"]
+    with pytest.raises(live.LiveError) as refused:
+        live.resume(pat2, first.resume_token, 1, now=NOW)
+    assert refused.value.code == "resume.invalid"
+    assert live.resume(pat2, second.resume_token, 2, now=NOW).chat.messages == ()
+
+
+# --- reads and privacy -----------------------------------------------------------------------------
+
+
+def test_roster_shows_display_names_only(clinic):
+    clinic.sam.alias, clinic.sam.alias_approved = "Sunny", True
+    clinic.sam.save()
+    pat, _ = join(clinic, clinic.pat)
+    join(clinic, clinic.sam, now=NOW + timedelta(seconds=1))
+    join(clinic, clinic.lead, now=NOW + timedelta(seconds=2))
+
+    view = live.roster(pat, now=NOW)
+
+    assert [m.name for m in view.roster] == ["Pat P.", "Sunny", "Lee L."]
+    text = repr(view)
+    for person in (clinic.pat, clinic.sam, clinic.lead):
+        assert person.email not in text
+        assert str(person.pk) not in text
+        assert person.last_name not in text
+
+
+def test_waiting_list_for_therapists_only(clinic):
+    pat, _ = join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.waiting_list(pat, now=NOW)
+
+    assert refused.value.code == "perm.denied"
+
+
+def test_signal_route_between_admitted_members_only(clinic):
+    knock_policy(clinic)
+    lead, lead_join = join(clinic, clinic.lead)
+    _, waiting = join(clinic, clinic.pat)
+    _, outsider = join(clinic, clinic.outsider_therapist, session=clinic.other_session)
+    _, co_join = join(clinic, clinic.co)
+
+    route = live.signal_route(lead, co_join.member.member_id, now=NOW)
+
+    assert route == live.SignalRoute(co_join.member.member_id, co_join.member.member_id < lead_join.member.member_id)
+    for target in (waiting.member.member_id, outsider.member.member_id, lead_join.member.member_id, "nobody"):
+        with pytest.raises(live.LiveError) as refused:
+            live.signal_route(lead, target, now=NOW)
+        assert refused.value.code == "target.not_found"
+
+
+def test_polite_roles_are_complementary(clinic):
+    a, a_join = join(clinic, clinic.pat)
+    b, b_join = join(clinic, clinic.sam)
+
+    to_b = live.signal_route(a, b_join.member.member_id, now=NOW)
+    to_a = live.signal_route(b, a_join.member.member_id, now=NOW)
+
+    assert {to_b.polite, to_a.polite} == {True, False}
+
+
+def test_audit_never_holds_chat_text_tokens_or_messages(clinic):
+    knock_policy(clinic)
+    lead, lead_join = join(clinic, clinic.lead)
+    pat, pat_join = join(clinic, clinic.pat)
+    live.admit(lead, pat_join.member.member_id, now=NOW)
+    live.post_chat(pat, "c-1", "my secret text", to_therapists=True, now=NOW)
+    live.delete_chat(lead, 1, now=NOW)
+    _, sam = join(clinic, clinic.sam)
+    live.waiting_message(lead, "a private note", now=NOW)
+    live.deny(lead, sam.member.member_id, "another private note", now=NOW)
+
+    rows = list(AuditEvent.objects.values_list("action", "code"))
+
+    assert len(rows) >= 6
+    secrets_ = ("my secret text", "a private note", "another private note", pat_join.resume_token)
+    assert not [row for row in rows if any(secret in row[1] for secret in secrets_)]
+    assert lead_join.resume_token not in repr(rows)
