@@ -17,6 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.views.decorators.http import require_GET
@@ -210,8 +211,32 @@ def join(request, session_id):
         "card": card,
         "on_join_page": True,
         "page_config": {"reloadAt": card.decision.opens_at.isoformat()} if card.decision.opens_at else {},
+        # Entry allowed: this page becomes the pre-join check, then the waiting room and the room itself
+        # (static/js/room.js), without a reload in between.
+        "room_config": _room_config(request, user, session, card) if card.can_join else None,
     }
     return render(request, "rooms/join.html", context, status=status)
+
+
+def _room_config(request, user: User, session: Session, card: SessionCard) -> dict:
+    """What the browser client needs, passed with json_script (the CSP allows no inline script).
+
+    Only this person's own display name goes out: everyone else's name arrives over the socket,
+    where the server decides what each member may see.
+    """
+    starts = timezone.localtime(session.starts_at)
+    ends = timezone.localtime(session.ends_at)
+    return {
+        "wsPath": f"/ws/sessions/{session.id}/",
+        "title": session.title,
+        "when": f"{card.when_label}, {date_format(starts, 'H:i')} to {date_format(ends, 'H:i')}",
+        "startsAt": session.starts_at.isoformat(),
+        "endsAt": session.ends_at.isoformat(),
+        "userName": user.display_name,
+        "capacity": str(card.decision.capacity),
+        "homeUrl": reverse("home"),
+        "joinUrl": request.path,
+    }
 
 
 @require_GET

@@ -37,7 +37,7 @@ def test_participant_home_shows_open_session_and_join_opens_the_waiting_room_pag
         next_card.get_by_role("link", name=re.compile(r"^Join now")).click()
         assert re.search(r"/sessions/[0-9a-f-]{36}/join/$", page.url)
         assert page.get_by_role("heading", name="You're on the list").is_visible()
-        assert page.get_by_text("arrives with a later update").is_visible()
+        assert page.get_by_role("heading", name="Check your camera and microphone").is_visible()
         assert csp.violations == []
     finally:
         context.close()

@@ -7,6 +7,7 @@ serve the visibility checks, which do not depend on time.
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from datetime import date, datetime, timedelta
@@ -401,7 +402,71 @@ def test_join_allowed_participant_is_told_they_are_on_the_list(client, live):
     assert 'data-code="ok"' in html
     assert "You're on the list" in html
     assert "The waiting room opens here" in html
-    assert "arrives with a later update" in html
+    assert "Check your camera and microphone" in html
+
+
+def room_config(html: str) -> dict:
+    found = re.search(r'<script id="room-config" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
+
+
+def test_join_allowed_participant_gets_the_prejoin_screen_and_the_client_config(client, live):
+    session = now_session(live, -timedelta(minutes=5))
+
+    response = get_as(client, live.participant, join_url(session))
+
+    html = response.content.decode()
+    config = room_config(html)
+    assert config == {
+        "wsPath": f"/ws/sessions/{session.id}/",
+        "title": session.title,
+        "when": config["when"],
+        "startsAt": session.starts_at.isoformat(),
+        "endsAt": session.ends_at.isoformat(),
+        "userName": live.participant.display_name,
+        "capacity": "participant",
+        "homeUrl": reverse("home"),
+        "joinUrl": join_url(session),
+    }
+    assert config["when"].startswith("Today, ")
+    assert '<script src="/static/js/room.js" type="module"></script>' in html
+    assert 'id="page-config"' not in html
+    assert "Therapist controls" not in html
+    # Only the viewer's own name goes out with the page; the others' arrive over the socket.
+    assert live.co.display_name not in html.split('id="room-config"')[1]
+
+
+@pytest.mark.parametrize("persona", ["lead", "co"])
+def test_join_therapist_gets_the_room_client_with_the_therapist_panel(client, live, persona):
+    session = now_session(live, -timedelta(minutes=5))
+
+    response = get_as(client, getattr(live, persona), join_url(session))
+
+    html = response.content.decode()
+    assert room_config(html)["capacity"] == "moderator"
+    assert "Therapist controls" in html
+    assert "End session for everyone" in html
+
+
+def test_join_observer_gets_the_room_client_without_the_therapist_panel(client, live):
+    session = now_session(live, -timedelta(minutes=5))
+
+    html = get_as(client, live.admin, join_url(session)).content.decode()
+
+    assert room_config(html)["capacity"] == "observer"
+    assert "Therapist controls" not in html
+
+
+def test_join_refused_or_not_open_pages_carry_no_room_client(client, live):
+    removed = now_session(live, -timedelta(minutes=5))
+    SessionRemoval.objects.create(session=removed, user=live.participant, removed_by=live.lead)
+    later = now_session(live, clear_of_midnight(live.participant.time_zone, timedelta(hours=2)), title="Later group")
+
+    for session in (removed, later):
+        html = get_as(client, live.participant, join_url(session)).content.decode()
+
+        assert 'id="room-config"' not in html
+        assert "room.js" not in html
 
 
 def test_join_before_the_window_shows_the_opening_time_and_reloads_then(client, live):
