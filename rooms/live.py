@@ -332,6 +332,13 @@ def _admitted_target(session: Session, member_id: str, *, participant_only: bool
     return seat
 
 
+def _moderated_participant(actor: Actor, member_id: str, now: datetime) -> tuple[Session, Seat]:
+    """The locked session and an admitted participant in it, for a command by one of its moderators."""
+    session = _lock_session(actor.session_id)
+    _moderator(session, actor, now)
+    return session, _admitted_target(session, member_id)
+
+
 def member_view(seat: Seat) -> MemberView:
     """A seat as peers see it (the seat's user must be loaded: ``select_related("user")``)."""
     return MemberView(
@@ -857,9 +864,7 @@ def unlock(actor: Actor, *, now: datetime) -> Changes:
 @_command
 def mute(actor: Actor, member_id: str, hard: bool = False, *, now: datetime) -> Changes:
     """Mute one participant. Hard: they cannot unmute until a therapist releases it."""
-    session = _lock_session(actor.session_id)
-    _moderator(session, actor, now)
-    target = _admitted_target(session, member_id)
+    session, target = _moderated_participant(actor, member_id, now)
     target.mic = False
     target.hard_muted = target.hard_muted or hard
     target.save(update_fields=["mic", "hard_muted"])
@@ -893,9 +898,7 @@ def mute_all(actor: Actor, *, now: datetime) -> Changes:
 @_command
 def release_mute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
     """Release a hard mute: the participant may unmute again (they stay muted until they do)."""
-    session = _lock_session(actor.session_id)
-    _moderator(session, actor, now)
-    target = _admitted_target(session, member_id)
+    session, target = _moderated_participant(actor, member_id, now)
     target.hard_muted = False
     target.save(update_fields=["hard_muted"])
     _audit(AuditAction.MUTE_RELEASED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
@@ -905,9 +908,7 @@ def release_mute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
 @_command
 def ask_unmute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
     """Ask a participant to unmute; only they can turn their microphone on."""
-    session = _lock_session(actor.session_id)
-    _moderator(session, actor, now)
-    target = _admitted_target(session, member_id)
+    session, target = _moderated_participant(actor, member_id, now)
     _audit(AuditAction.UNMUTE_ASKED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
     return Changes(notices=[Notice(target.member_id, "unmute_requested")])
 
@@ -915,9 +916,7 @@ def ask_unmute(actor: Actor, member_id: str, *, now: datetime) -> Changes:
 @_command
 def camera_off(actor: Actor, member_id: str, hard: bool = False, *, now: datetime) -> Changes:
     """Turn a participant's camera off. Hard: they cannot turn it on until it is released."""
-    session = _lock_session(actor.session_id)
-    _moderator(session, actor, now)
-    target = _admitted_target(session, member_id)
+    session, target = _moderated_participant(actor, member_id, now)
     target.camera = False
     target.camera_blocked = target.camera_blocked or hard
     target.save(update_fields=["camera", "camera_blocked"])
@@ -933,9 +932,7 @@ def camera_off(actor: Actor, member_id: str, hard: bool = False, *, now: datetim
 
 @_command
 def release_camera(actor: Actor, member_id: str, *, now: datetime) -> Changes:
-    session = _lock_session(actor.session_id)
-    _moderator(session, actor, now)
-    target = _admitted_target(session, member_id)
+    session, target = _moderated_participant(actor, member_id, now)
     target.camera_blocked = False
     target.save(update_fields=["camera_blocked"])
     _audit(AuditAction.CAMERA_RELEASED, session_id=session.pk, actor_id=actor.user_id, subject_id=target.user_id)
