@@ -1,7 +1,7 @@
 # The few commands a person runs. Each installs what it needs first (scripts/lib.sh).
 # Extra pytest arguments: make test ARGS="-x -k join"
 
-.PHONY: demo test test-fast lint format check ci
+.PHONY: demo test test-fast lint format check ci bench
 
 demo:         ## install, migrate, seed and serve the demo on http://127.0.0.1:8000
 	bash scripts/demo
@@ -29,3 +29,9 @@ check:        ## Django system checks and no missing migrations
 
 ci:           ## what CI runs: PostgreSQL + Redis, then SQLite + in-memory
 	bash .ci/run
+
+bench:        ## benchmarks against a bare relay; rewrites docs/performance.md (PostgreSQL + Redis on 127.0.0.1)
+	bash scripts/setup
+	.venv/bin/python scripts/deps.py bench > .venv/.requirements-bench.txt
+	.venv/bin/python -m pip install --quiet -r .venv/.requirements-bench.txt
+	.venv/bin/python -m bench.run --all $(ARGS)
