@@ -376,8 +376,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     def chat_seen(self, seq: int) -> None:
         """This connection's client has chat message ``seq`` (answered directly, or delivered)."""
-        if self.chat_mark is not None and seq > self.chat_mark:
-            self.chat_sent.add(seq)
+        if self.chat_mark is None or seq <= self.chat_mark:
+            return
+        self.chat_sent.add(seq)
+        # Advance the mark over the unbroken run: the periodic check then reads from the database only
+        # the chat this connection has really not seen (normally none), not everything since its last tick.
+        while self.chat_mark + 1 in self.chat_sent:
+            self.chat_mark += 1
+            self.chat_sent.discard(self.chat_mark)
 
     # --- layer deliveries and the periodic check -----------------------------------------------
 
@@ -460,7 +466,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # What the clock did (an expired seat, the start letting someone in) comes from the server.
         await self.publish(result.changes, from_server=True)
         for message in result.missed:
-            if message.seq not in self.chat_sent:
+            if (self.chat_mark is None or message.seq > self.chat_mark) and message.seq not in self.chat_sent:
                 await self.reply(frames.chat_message(message))
         if result.chat_upto is not None and self.chat_mark is not None:
             self.chat_mark = max(self.chat_mark, result.chat_upto)
