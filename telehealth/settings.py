@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "accounts",
     "rooms",
     "signaling",
+    "media",
 ]
 
 MIDDLEWARE = [
@@ -166,6 +167,10 @@ SEAT_GRACE_SECONDS = env.int("SEAT_GRACE_SECONDS", 30, minimum=0, maximum=600)
 SESSION_RECHECK_SECONDS = env.int("SESSION_RECHECK_SECONDS", 30, minimum=1, maximum=60)
 # STUN/TURN servers handed to browsers in the welcome message (JSON list or comma-separated URLs).
 ICE_SERVERS = parse_ice_servers(env.str("ICE_SERVERS"))
+# Media (media/): Janus SFU nodes and TURN (coturn). Each block below belongs to its feature.
+# --- Janus ---
+# --- TURN ---
+
 # Per-connection token bucket: sustained frames per second and the burst above it.
 WS_RATE_PER_SECOND = env.int("WS_RATE_PER_SECOND", 20, minimum=1, maximum=1000)
 WS_RATE_BURST = env.int("WS_RATE_BURST", 60, minimum=1, maximum=10000)
