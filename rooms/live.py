@@ -35,7 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.sessions import login_problem
+from accounts.sessions import login_problem, login_problems
 from rooms import services
 from rooms.access import Admission, Code, decide_entry
 from rooms.models import (
@@ -697,6 +697,75 @@ def tick(
             missed = page.messages
             chat_upto = page.messages[-1].seq if page.more else session.chat_seq
     return TickResult(close=None, admitted=admitted, changes=changes, missed=missed, chat_upto=chat_upto)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What an open connection believes, for ``survey``."""
+
+    actor: Actor
+    session_key: str | None
+    waiting: bool  # it shows the waiting room
+    chat_mark: int | None  # it has every chat message it may read up to this number
+
+
+def survey(probes: list[Probe], *, now: datetime | None = None) -> list[bool]:
+    """Which of these connections need their full periodic check (``tick``) now? One answer per probe.
+
+    Read-only and in a constant number of queries however many connections a
+    process holds: its login is gone or disabled, its seat is no longer its own or
+    no longer in, the session ended (by a therapist or by the clock), it waits (the
+    start may let it in; a seat admitted meanwhile must catch up), it has not seen
+    every chat message yet (a delivery the channel layer lost), or its session has a
+    seat whose reconnect grace ran out (one connection per session does the expiry).
+    Everyone else costs nothing more: in a quiet room, no locks and no writes.
+    """
+    now = _now(now)
+    if not probes:
+        return []
+    session_ids = {probe.actor.session_id for probe in probes}
+    sessions = {
+        pk: (status, ends_at, chat_seq)
+        for pk, status, ends_at, chat_seq in Session.objects.filter(pk__in=session_ids).values_list(
+            "pk", "status", "ends_at", "chat_seq"
+        )
+    }
+    grace_cutoff = now - timedelta(seconds=float(settings.SEAT_GRACE_SECONDS))
+    seats: dict[tuple, tuple[str, int]] = {}
+    stale_sessions: set = set()
+    rows = Seat.objects.filter(session_id__in=session_ids).values_list(
+        "session_id", "user_id", "state", "epoch", "connected", "disconnected_at"
+    )
+    for session_id, user_id, state, epoch, connected, disconnected_at in rows:
+        seats[(session_id, user_id)] = (state, epoch)
+        if (
+            state in {SeatState.WAITING, SeatState.ADMITTED}
+            and not connected
+            and disconnected_at is not None
+            and disconnected_at <= grace_cutoff
+        ):
+            stale_sessions.add(session_id)
+    logins = login_problems([(probe.actor.user_id, probe.session_key) for probe in probes])
+    due: list[bool] = []
+    for probe, login in zip(probes, logins, strict=True):
+        session_id = probe.actor.session_id
+        status, ends_at, chat_seq = sessions.get(session_id, (None, None, 0))
+        state, epoch = seats.get((session_id, probe.actor.user_id), (None, None))
+        needs = (
+            login is not None
+            or status is None
+            or status in {SessionStatus.ENDED, SessionStatus.CANCELLED}
+            or ends_at <= now
+            or epoch != probe.actor.epoch
+            or state != SeatState.ADMITTED
+            or probe.waiting
+            or (probe.chat_mark is not None and chat_seq > probe.chat_mark)
+            or session_id in stale_sessions
+        )
+        if needs:
+            stale_sessions.discard(session_id)  # this connection's check expires the session's stale seats
+        due.append(needs)
+    return due
 
 
 def waiting_state(actor: Actor, *, now: datetime | None = None) -> WaitingInfo:

@@ -2,12 +2,15 @@
 
 It parses a frame (signaling.protocol), checks the sender may send it, calls a
 handler from the explicit table in signaling.handlers (which calls rooms.live once,
-through ``database_sync_to_async``), and fans the result out through the channel
+through signaling.db), and fans the result out through the channel
 layer with one internal event type (signaling.fanout). A client's ``type`` is a key
 into that table and nothing else: never a method name, never a layer event type.
 
 Everything a connection does runs in order in one dispatch loop: client frames,
-layer deliveries and its own periodic check (``tick``), so its state needs no locks.
+layer deliveries and its own full check (``tick``: when signaling.watch, the one
+periodic check of the process, says it is due, or when the waiting room opens), so
+its state needs no locks. Database calls go through signaling.db (no per-call
+connection cleanup).
 Messages the loop accepts are listed in ``dispatch``; anything else is ignored.
 
 Close codes (docs/protocol.md): 1003 binary frame, 1008 abuse, 1009 too large,
@@ -24,7 +27,6 @@ import logging
 import time
 from collections import deque
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -36,9 +38,10 @@ from redis.exceptions import RedisError
 
 from rooms import live
 from rooms.models import SeatCapacity, SeatState
-from signaling import fanout, frames, groups
+from signaling import db, fanout, frames, groups
 from signaling import protocol as p
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES
+from signaling.watch import WATCHER
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.chat_mark: int | None = None
         self.chat_sent: set[int] = set()
         self._reschedule = asyncio.Event()
+        self._check_due = False  # signaling.watch asked for a full check
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -112,7 +116,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # AsyncConsumer.__call__, plus a third source: this connection's own periodic check.
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
+        try:
+            self.channel_name = await self.channel_layer.new_channel()
+        except LAYER_ERRORS:
+            self.channel_name = None  # the Pub/Sub layer subscribes here: Redis is down; on_connect refuses
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         try:
@@ -122,6 +129,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _receive_from_layer(self) -> dict:
         # While Redis is down the layer raises on every receive: keep the socket, retry with backoff.
+        if self.channel_name is None:
+            await asyncio.Event().wait()  # no channel: nothing will ever come
         delay = 0.25
         while True:
             try:
@@ -133,7 +142,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict) -> None:
         # An explicit table instead of getattr(type): and no close_old_connections() hop per message
-        # (AsyncConsumer's default); database_sync_to_async already does that in its own thread.
+        # (AsyncConsumer's default): signaling.db cleans connections up when it can matter.
         kind = message.get("type")
         if kind == "websocket.receive":
             await self.on_frame(message)
@@ -152,18 +161,38 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _next_tick(self) -> dict:
         while True:
             self._reschedule.clear()
+            if self._check_due and not self.closing:
+                return {"type": "tick"}
             try:
                 await asyncio.wait_for(self._reschedule.wait(), self._tick_delay())
             except TimeoutError:
                 return {"type": "tick"}
 
     def _tick_delay(self) -> float | None:
+        # Only the waiting room's opening is timed per connection; the rest is signaling.watch's.
+        if self.actor is None or self.closing or self.state != SeatState.WAITING or self.opens_at is None:
+            return None
+        return max(0.0, (self.opens_at - timezone.now()).total_seconds()) + 0.05
+
+    def probe(self) -> live.Probe | None:
+        """What this connection believes, for the process's periodic check (None: nothing to check)."""
         if self.actor is None or self.closing:
             return None
-        delay = float(settings.SESSION_RECHECK_SECONDS)
-        if self.state == SeatState.WAITING and self.opens_at is not None:
-            delay = min(delay, max(0.0, (self.opens_at - timezone.now()).total_seconds()) + 0.05)
-        return delay
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        return live.Probe(self.actor, session_key, self.state == SeatState.WAITING, self.chat_mark)
+
+    def request_check(self) -> None:
+        self._check_due = True
+        self._reschedule.set()
+
+    async def refresh_groups(self) -> None:
+        """Re-add this connection's groups (idempotent): a Redis restart empties the core layer's groups."""
+        if self.closing:
+            return
+        try:
+            await self._join_groups(sorted(self.in_groups))
+        except LAYER_ERRORS:
+            log.warning("could not refresh group memberships", exc_info=True)
 
     # --- handshake -----------------------------------------------------------------------------
 
@@ -175,6 +204,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if user is None or not user.is_authenticated:
             await self._refuse(None, "auth.required")
+            return
+        if self.channel_name is None:
+            await self._unavailable("channel layer unavailable")
             return
         # Join the broadcast groups this person may need before the seat is read, so nothing
         # published between the read and the subscription is missed; the extras go after.
@@ -189,7 +221,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._unavailable("channel layer unavailable")
             return
         try:
-            result = await database_sync_to_async(live.join)(self.session_id, user)
+            result = await db.run(live.join, self.session_id, user)
         except live.LiveError as exc:
             await self._leave_groups(sorted(self.in_groups))
             if exc.code == "room.locked":
@@ -226,6 +258,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             older = fanout.event(fanout.ANY, close=4409, below_epoch=result.epoch)
             await self._layer_send(groups.member(self.session_id, self.member_id), older)
         await self.publish(result.changes, exclude=self.channel_name)
+        WATCHER.add(self)
         self._reschedule.set()
         log.info("joined session=%s member=%s state=%s", self.session_id.hex, self.member_id, self.state)
 
@@ -245,7 +278,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, user, code: str) -> None:
         user_id = user.pk if user is not None and user.is_authenticated else None
         try:
-            await database_sync_to_async(live.refuse_handshake)(self.session_id, user_id, code)
+            await db.run(live.refuse_handshake, self.session_id, user_id, code)
         except DatabaseError:
             log.warning("could not audit a refused handshake", exc_info=True)
         await self.close()
@@ -344,7 +377,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _call_quietly(self, fn, *args) -> None:
         try:
-            await database_sync_to_async(fn)(self.actor, *args)
+            await db.run(fn, self.actor, *args)
         except DatabaseError:
             log.warning("could not audit a refused command", exc_info=True)
 
@@ -352,7 +385,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def call(self, fn, *args, **kwargs):
         """Run one rooms.live function for this connection's actor, in the database thread."""
-        return await database_sync_to_async(fn)(self.actor, *args, **kwargs)
+        return await db.run(fn, self.actor, *args, **kwargs)
 
     async def reply(self, frame: dict) -> None:
         await self.send(text_data=p.encode(frame))
@@ -444,6 +477,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._settle_groups()
 
     async def on_tick(self) -> None:
+        self._check_due = False
         if self.closing or self.actor is None:
             return
         session_key = getattr(self.scope.get("session"), "session_key", None)
@@ -457,12 +491,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if result.close:
             await self._close(CLOSE_FOR_CODE.get(result.close, 4403))
             return
-        try:
-            # Idempotent: puts the memberships back after a Redis restart emptied the groups
-            # (and refreshes their expiry during a long session).
-            await self._join_groups(sorted(self.in_groups))
-        except LAYER_ERRORS:
-            log.warning("could not refresh group memberships", exc_info=True)
         # What the clock did (an expired seat, the start letting someone in) comes from the server.
         await self.publish(result.changes, from_server=True)
         for message in result.missed:
@@ -484,11 +512,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        WATCHER.discard(self)
         self._reschedule.set()
         await self.close(code)
 
     async def on_disconnect(self) -> None:
         self.closing = True
+        WATCHER.discard(self)
         # Leave the layer's groups first: they are cheap Redis calls, while the database work below
         # may wait behind a backlog, and a process stopped in between would leave the memberships in
         # Redis for the layer's 24 h group expiry (measured: docs/performance.md, mass disconnect).
@@ -509,7 +539,7 @@ def expire_later(layer, session_id) -> None:
     async def run() -> None:
         await asyncio.sleep(float(settings.SEAT_GRACE_SECONDS))
         try:
-            changes = await database_sync_to_async(live.expire_seats)(session_id)
+            changes = await db.run(live.expire_seats, session_id)
             await fanout.publish(layer, session_id, changes, sender=None)
         except (DatabaseError, *LAYER_ERRORS):
             log.warning("seat expiry not done: a backing service is unavailable (periodic checks retry)")

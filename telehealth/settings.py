@@ -81,10 +81,19 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL")
+# Which channels-redis layer carries the fan-out (docs/performance.md has the measurements):
+# "pubsub" publishes a message once per group and each process fans it out to its own
+# connections, with no per-member queue and no membership stored in Redis; "core" is
+# channels-redis's default layer (a sorted set per member, a capacity limit, group expiry).
+CHANNEL_LAYER_KIND = env.choice("CHANNEL_LAYER_KIND", "pubsub", {"pubsub", "core"})
+CHANNEL_LAYER_BACKENDS = {
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "core": "channels_redis.core.RedisChannelLayer",
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": CHANNEL_LAYER_BACKENDS[CHANNEL_LAYER_KIND],
             "CONFIG": {
                 "hosts": [parse_redis_url(REDIS_URL)],
                 # Prefix keeps several deployments on one Redis apart.
@@ -169,7 +178,27 @@ SESSION_RECHECK_SECONDS = env.int("SESSION_RECHECK_SECONDS", 30, minimum=1, maxi
 ICE_SERVERS = parse_ice_servers(env.str("ICE_SERVERS"))
 # Media (media/): Janus SFU nodes and TURN (coturn). Each block below belongs to its feature.
 # --- Janus ---
+# Janus VideoRoom nodes for rooms of 3 or more (media/janus.py); empty: every room is a P2P mesh.
+# Our server is Janus's only API client: the URLs must not be reachable from browsers.
+JANUS_URLS = env.list("JANUS_URLS", [])
+JANUS_API_SECRET = env.str("JANUS_API_SECRET", "") or ""
+JANUS_ADMIN_KEY = env.str("JANUS_ADMIN_KEY", "") or ""
+if _bad := [url for url in JANUS_URLS if not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s?#]*)?", url)]:
+    raise ImproperlyConfiguredEnv(f"JANUS_URLS entry {_bad[0]!r} is not a ws:// or wss:// URL (ws://127.0.0.1:8188)")
+if JANUS_URLS and (len(JANUS_API_SECRET) < 24 or len(JANUS_ADMIN_KEY) < 24):
+    raise ImproperlyConfiguredEnv("JANUS_URLS is set: JANUS_API_SECRET and JANUS_ADMIN_KEY need 24+ characters each")
 # --- TURN ---
+# coturn with use-auth-secret: each admitted member gets its own time-limited credential (media/turn.py).
+TURN_URLS = env.list("TURN_URLS", [])
+TURN_SECRET = env.str("TURN_SECRET", "") or ""
+# Seconds a credential outlives the session's end (an ICE restart near the end still needs the relay).
+TURN_TTL_MARGIN = env.int("TURN_TTL_MARGIN", 3600, minimum=60, maximum=6 * 3600)
+if _bad := [url for url in TURN_URLS if not re.fullmatch(r"turns?:[^\s?]+(\?transport=(udp|tcp))?", url)]:
+    raise ImproperlyConfiguredEnv(f"TURN_URLS entry {_bad[0]!r} is not a turn: or turns: URL")
+if TURN_URLS and len(TURN_SECRET) < 32:
+    raise ImproperlyConfiguredEnv("TURN_URLS is set: TURN_SECRET (or TURN_SECRET_FILE) needs 32+ characters")
+if TURN_SECRET and not TURN_URLS:
+    raise ImproperlyConfiguredEnv("TURN_SECRET is set but TURN_URLS is empty: say where coturn listens")
 
 # Per-connection token bucket: sustained frames per second and the burst above it.
 WS_RATE_PER_SECOND = env.int("WS_RATE_PER_SECOND", 20, minimum=1, maximum=1000)

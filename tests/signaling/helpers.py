@@ -13,9 +13,11 @@ import re
 from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from rooms.models import AuditEvent, Seat
 from signaling.protocol import ERROR_CODES, LIMITS, SUBPROTOCOL, timestamp
@@ -78,6 +80,17 @@ class Socket:
         """Nothing more arrives (and the application has not crashed)."""
         assert await self.communicator.receive_nothing(timeout), await self.communicator.receive_output(0.1)
 
+    async def quiet_but_own_join(self, timeout: float = QUIET) -> None:
+        """Nothing more arrives, except perhaps a member.joined about this member itself.
+
+        Someone just admitted enters the room's group while the room's member.joined
+        about them is still on its way through the Pub/Sub layer; it may reach them
+        too. Roster frames are updates, so a client shows nothing new.
+        """
+        while not await self.communicator.receive_nothing(timeout):
+            extra = await self.recv()
+            assert extra["type"] == "member.joined" and extra["member"]["member"] == self.member_id, extra
+
     async def drop(self, code: int = 1001) -> None:
         """The client's network goes away (or the browser closes the socket)."""
         await self.communicator.disconnect(code, timeout=TIMEOUT)
@@ -104,6 +117,7 @@ class Sockets:
         path: str | None = None,
     ) -> tuple[bool, Socket, object]:
         """Returns (accepted, socket, subprotocol or close code)."""
+        await layer_settled()
         headers = list(SAME_ORIGIN)
         if user is not None:
             session_key = session_key or await self.login(user)
@@ -144,6 +158,39 @@ class Sockets:
                 await socket.communicator.send_input({"type": "websocket.disconnect", "code": 1000})
             # Raises whatever the consumer raised: an unhandled exception is a 1011 and a bug.
             await socket.communicator.wait(TIMEOUT)
+
+
+async def layer_settled() -> None:
+    """Wait until everything published so far has reached this process's connections.
+
+    With the Pub/Sub layer a message published just before a connection joins a group
+    may still be on its way from Redis and reach the newcomer after its welcome (a
+    member.joined for someone already in its roster: harmless, clients treat roster
+    frames as updates). Tests that expect exact frames connect only once the layer is
+    settled: a marker published now arrives after everything published before it.
+    """
+    layer = get_channel_layer()
+    try:
+        channel = await layer.new_channel()
+        group = f"test.barrier.{channel.rsplit('.', 1)[-1][-12:]}"
+        await layer.group_add(group, channel)
+    except (OSError, RedisError):  # a test that takes the layer down on purpose: nothing is in flight
+        return
+    # Redis may take the marker before it has taken our SUBSCRIBE (redis-py sends it without
+    # waiting for the reply): publish again until one comes back. One receive throughout:
+    # cancelling a Pub/Sub receive unsubscribes its channel.
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    try:
+        for _ in range(int(TIMEOUT / 0.05)):
+            await layer.group_send(group, {"type": "barrier"})
+            done, _ = await asyncio.wait({receiving}, timeout=0.05)
+            if done:
+                return
+        raise AssertionError("the channel layer did not deliver a marker")
+    finally:
+        if not receiving.done():
+            receiving.cancel()
+        await layer.group_discard(group, channel)
 
 
 async def all_quiet(*sockets: Socket) -> None:

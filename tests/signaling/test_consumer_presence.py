@@ -166,11 +166,12 @@ async def test_ping_answers_pong(pair):
     await lead.quiet()
 
 
-async def test_channel_layer_down_refuses_join_fast_with_clear_error(live, sockets, settings):
+@pytest.mark.parametrize(
+    "backend", ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"]
+)
+async def test_channel_layer_down_refuses_join_fast_with_clear_error(live, sockets, settings, backend):
     # Nothing listens on port 1: every layer call fails as when Redis is down.
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}
-    }
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
 
     pat = await sockets.open(live.pat, live.session)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from rooms.models import AdmissionPolicy, AuditAction, SeatState, SessionRemoval
 from tests.factories import make_live_clinic
-from tests.signaling.helpers import all_quiet, audit, error, frame, member, room, seat, since, welcome
+from tests.signaling.helpers import audit, error, frame, member, room, seat, since, welcome
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,7 +93,7 @@ async def test_admit_one_moves_participant_into_room(knock, sockets):
     remaining = (await lead.recv())["entries"]
     assert [entry["member"] for entry in remaining] == [sam.member_id]
     assert await pat.recv() == frame("admitted", room=room([lead_member, pat_member]))
-    await all_quiet(pat, sam)
+    await asyncio.gather(pat.quiet_but_own_join(), sam.quiet())
     assert await audit(AuditAction.ADMITTED) == [(knock.session.pk, knock.lead.pk, knock.pat.pk, "")]
     # Now in the room: the chat reaches them.
     await lead.send("chat.send", {"text": "Hello Pat"})

@@ -218,8 +218,15 @@ def test_settings_database_url_switches_to_postgres(clean_env):
 def test_settings_redis_url_switches_to_redis_layer(clean_env):
     loaded = load_settings(clean_env(REDIS_URL="redis://cache.example:6379/2", CHANNEL_LAYER_PREFIX="iop-a"))
 
-    assert loaded["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert loaded["layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert loaded["layer_config"] == {"hosts": ["redis://cache.example:6379/2"], "prefix": "iop-a"}
+    assert loaded["layer_class"] == "RedisPubSubChannelLayer"
+
+
+def test_settings_channel_layer_kind_core_selects_the_core_redis_layer(clean_env):
+    loaded = load_settings(clean_env(REDIS_URL="redis://cache.example:6379/2", CHANNEL_LAYER_KIND="core"))
+
+    assert loaded["layer"] == "channels_redis.core.RedisChannelLayer"
     assert loaded["layer_class"] == "RedisChannelLayer"
 
 

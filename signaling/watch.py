@@ -1,0 +1,80 @@
+"""One periodic check per process for all of its open session connections.
+
+Every connection must notice, within a minute, that its login is gone (4401), its
+seat was taken or removed (4409/4403), the session ended (4410), the start let it
+in, or a chat delivery the channel layer lost. Asking that per socket (a locked
+transaction every ``SESSION_RECHECK_SECONDS`` for each of 1,200 sockets) was the
+largest single cost of the service (docs/performance.md). Here one task per event
+loop asks ``rooms.live.survey`` about all of them in a constant number of read-only
+queries, and only the connections it names run their full check (``live.tick``).
+
+With the core Redis layer, group memberships live in Redis and a Redis restart
+empties them: the watcher also has every connection re-add its groups (the Pub/Sub
+layer keeps memberships in the process, and redis-py re-subscribes on reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from rooms import live
+from signaling import db
+
+if TYPE_CHECKING:
+    from signaling.consumers import SessionConsumer
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.connections: set[SessionConsumer] = set()
+        self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, conn: SessionConsumer) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            # A new event loop (a test's): connections of the old one are gone with it.
+            self.connections, self.task, self.loop = set(), None, loop
+        self.connections.add(conn)
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run(), name="session-watcher")
+
+    def discard(self, conn: SessionConsumer) -> None:
+        self.connections.discard(conn)
+
+    async def _run(self) -> None:
+        while self.connections:
+            period = float(settings.SESSION_RECHECK_SECONDS)
+            # Jitter: processes started together do not all query at the same instant.
+            await asyncio.sleep(period * random.uniform(0.85, 1.0))
+            try:
+                await self.check_all()
+            except Exception:  # the watcher must outlive any one bad round
+                log.exception("periodic session check failed")
+
+    async def check_all(self) -> None:
+        connections = [conn for conn in self.connections if conn.probe() is not None]
+        if not connections:
+            return
+        try:
+            due = await db.run(live.survey, [conn.probe() for conn in connections])
+        except DatabaseError:
+            log.warning("periodic session check skipped: database unavailable")
+            return
+        refresh = settings.CHANNEL_LAYER_KIND == "core" and bool(settings.REDIS_URL)
+        for conn, needs_check in zip(connections, due, strict=True):
+            if needs_check:
+                conn.request_check()
+            if refresh:
+                await conn.refresh_groups()
+
+
+WATCHER = Watcher()
