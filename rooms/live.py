@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -707,22 +707,31 @@ class Probe:
     session_key: str | None
     waiting: bool  # it shows the waiting room
     chat_mark: int | None  # it has every chat message it may read up to this number
+    # It should have every message up to this one by now (the session's number at the previous
+    # survey): messages stored since may still be on their way, and are not missing yet.
+    chat_due: int | None = None
 
 
-def survey(probes: list[Probe], *, now: datetime | None = None) -> list[bool]:
-    """Which of these connections need their full periodic check (``tick``) now? One answer per probe.
+@dataclass(frozen=True)
+class Survey:
+    due: list[bool]  # one answer per probe
+    chat_seq: dict  # session id -> its chat number now (the next survey's ``chat_due``)
+
+
+def survey(probes: list[Probe], *, now: datetime | None = None) -> Survey:
+    """Which of these connections need their full periodic check (``tick``) now?
 
     Read-only and in a constant number of queries however many connections a
     process holds: its login is gone or disabled, its seat is no longer its own or
     no longer in, the session ended (by a therapist or by the clock), it waits (the
     start may let it in; a seat admitted meanwhile must catch up), it has not seen
-    every chat message yet (a delivery the channel layer lost), or its session has a
+    a chat message it should have had by now (a delivery the channel layer lost), or its session has a
     seat whose reconnect grace ran out (one connection per session does the expiry).
     Everyone else costs nothing more: in a quiet room, no locks and no writes.
     """
     now = _now(now)
     if not probes:
-        return []
+        return Survey(due=[], chat_seq={})
     session_ids = {probe.actor.session_id for probe in probes}
     sessions = {
         pk: (status, ends_at, chat_seq)
@@ -759,13 +768,13 @@ def survey(probes: list[Probe], *, now: datetime | None = None) -> list[bool]:
             or epoch != probe.actor.epoch
             or state != SeatState.ADMITTED
             or probe.waiting
-            or (probe.chat_mark is not None and chat_seq > probe.chat_mark)
+            or (probe.chat_mark is not None and min(chat_seq, probe.chat_due or 0) > probe.chat_mark)
             or session_id in stale_sessions
         )
         if needs:
             stale_sessions.discard(session_id)  # this connection's check expires the session's stale seats
         due.append(needs)
-    return due
+    return Survey(due=due, chat_seq={pk: values[2] for pk, values in sessions.items()})
 
 
 def waiting_state(actor: Actor, *, now: datetime | None = None) -> WaitingInfo:
@@ -1159,6 +1168,85 @@ def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_P
     return ChatPage(messages=tuple(_chat_view(m) for m in rows[:limit]), more=len(rows) > limit)
 
 
+_CHAT_SEQ_BUMP = f"""
+    UPDATE {Session._meta.db_table} SET chat_seq = chat_seq + 1
+    WHERE id = %(session)s AND status NOT IN (%(ended)s, %(cancelled)s) AND ends_at > %(now)s
+    RETURNING chat_seq
+"""
+_CHAT_SEQ_UNDO = f"UPDATE {Session._meta.db_table} SET chat_seq = chat_seq - 1 WHERE id = %(session)s"
+# The sender's seat is checked in the same statement that stores the message: this connection's
+# epoch, admitted, allowed to write there, and no message with this client id yet.
+_CHAT_INSERT = f"""
+    WITH stored AS (
+        INSERT INTO {ChatMessage._meta.db_table}
+            (id, session_id, seq, sender_id, client_id, text, thread_participant_id, created_at)
+        SELECT %(id)s, %(session)s, %(seq)s, seat.id, %(client_id)s, %(text)s,
+               CASE WHEN %(private)s THEN seat.id END, %(now)s
+        FROM {Seat._meta.db_table} seat
+        WHERE seat.session_id = %(session)s AND seat.user_id = %(user)s AND seat.epoch = %(epoch)s
+          AND seat.state = %(admitted)s AND seat.capacity IN (%(participant)s, %(moderator)s)
+          AND NOT (%(private)s AND seat.capacity <> %(participant)s)
+          AND NOT EXISTS (
+              SELECT 1 FROM {ChatMessage._meta.db_table} earlier
+              WHERE earlier.session_id = %(session)s AND earlier.sender_id = seat.id
+                AND earlier.client_id = %(client_id)s)
+        RETURNING sender_id
+    )
+    SELECT seat.member_id FROM stored JOIN {Seat._meta.db_table} seat ON seat.id = stored.sender_id
+"""
+
+
+def _post_chat_in_one_pass(
+    actor: Actor, client_id: str, text: str, *, to_therapists: bool, now: datetime
+) -> ChatView | None:
+    """The common case of ``post_chat`` (a new message to the room, or a participant's to the
+    therapists) in two statements on PostgreSQL, instead of the ORM's six.
+
+    The first statement takes the session row's lock (as ``_lock_session`` does, so chat
+    stays gap-free and ordered with every other command of the session); in READ COMMITTED
+    the second then sees everything committed before the lock was granted. None when this is
+    not the common case (a resend, a refusal, another database): the caller's general path
+    then answers, with the right error or the stored message, and nothing is kept from here.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    params = {
+        "id": uuid.uuid4(),
+        "session": actor.session_id,
+        "user": actor.user_id,
+        "epoch": actor.epoch,
+        "client_id": client_id,
+        "text": text,
+        "private": to_therapists,
+        "now": now,
+        "ended": SessionStatus.ENDED.value,
+        "cancelled": SessionStatus.CANCELLED.value,
+        "admitted": SeatState.ADMITTED.value,
+        "participant": SeatCapacity.PARTICIPANT.value,
+        "moderator": SeatCapacity.MODERATOR.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CHAT_SEQ_BUMP, params)
+        bumped = cursor.fetchone()
+        if bumped is None:
+            return None  # nothing changed
+        params["seq"] = bumped[0]
+        cursor.execute(_CHAT_INSERT, params)
+        stored = cursor.fetchone()
+        if stored is None:
+            # The number goes back (the row is still locked by us): chat stays gap-free.
+            cursor.execute(_CHAT_SEQ_UNDO, params)
+            return None
+    return ChatView(
+        seq=params["seq"],
+        author=stored[0],
+        text=text,
+        thread=stored[0] if to_therapists else None,
+        created_at=now,
+        deleted=False,
+    )
+
+
 @_command
 def post_chat(
     actor: Actor,
@@ -1176,6 +1264,11 @@ def post_chat(
     (``to_therapists``); a therapist writes to the room or into one participant's
     private thread (``thread``). Observers only read.
     """
+    text = text.strip()
+    if text and thread is None:
+        stored = _post_chat_in_one_pass(actor, client_id, text, to_therapists=to_therapists, now=now)
+        if stored is not None:
+            return ChatPosted(message=stored, created=True)
     session = _lock_session(actor.session_id)
     seat = _member(session, actor, now)
     existing = (
@@ -1199,7 +1292,6 @@ def post_chat(
             thread_seat = _target(session, thread)
             if thread_seat.capacity != SeatCapacity.PARTICIPANT:
                 raise LiveError(CHAT_NOT_ALLOWED)
-    text = text.strip()
     if not text:
         raise LiveError(CHAT_EMPTY)
     session.chat_seq += 1

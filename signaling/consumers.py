@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 
+from autobahn.exception import Disconnected
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -388,7 +389,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return await db.run(fn, self.actor, *args, **kwargs)
 
     async def reply(self, frame: dict) -> None:
-        await self.send(text_data=p.encode(frame))
+        await self.send_text(p.encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        # The socket may close while a handler is still busy (a mass disconnect behind a backlog):
+        # a frame for a closed socket is dropped, not an unhandled exception (1011).
+        try:
+            await self.send(text_data=text)
+        except Disconnected:
+            self.closing = True
 
     async def publish(self, changes: live.Changes, *, exclude: str | None = None, from_server: bool = False) -> None:
         """Fan ``changes`` out, from this member (or, ``from_server``, from the server itself)."""
@@ -442,7 +451,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 return  # the periodic check already pushed it
             self.chat_seen(seq)
         if message.get("frame"):
-            await self.send(text_data=message["frame"])
+            await self.send_text(message["frame"])
         if message.get("close"):
             await self._close(int(message["close"]))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -37,12 +38,13 @@ class Watcher:
         self.connections: set[SessionConsumer] = set()
         self.task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.chat_seq: dict = {}  # session id -> its chat number at the previous round
 
     def add(self, conn: SessionConsumer) -> None:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             # A new event loop (a test's): connections of the old one are gone with it.
-            self.connections, self.task, self.loop = set(), None, loop
+            self.connections, self.task, self.loop, self.chat_seq = set(), None, loop, {}
         self.connections.add(conn)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run(), name="session-watcher")
@@ -61,16 +63,21 @@ class Watcher:
                 log.exception("periodic session check failed")
 
     async def check_all(self) -> None:
-        connections = [conn for conn in self.connections if conn.probe() is not None]
+        probes = {conn: conn.probe() for conn in list(self.connections)}
+        connections = [conn for conn, probe in probes.items() if probe is not None]
         if not connections:
             return
+        asked = [
+            replace(probes[conn], chat_due=self.chat_seq.get(probes[conn].actor.session_id)) for conn in connections
+        ]
         try:
-            due = await db.run(live.survey, [conn.probe() for conn in connections])
+            result = await db.run(live.survey, asked)
         except DatabaseError:
             log.warning("periodic session check skipped: database unavailable")
             return
+        self.chat_seq = result.chat_seq
         refresh = settings.CHANNEL_LAYER_KIND == "core" and bool(settings.REDIS_URL)
-        for conn, needs_check in zip(connections, due, strict=True):
+        for conn, needs_check in zip(connections, result.due, strict=True):
             if needs_check:
                 conn.request_check()
             if refresh:

@@ -167,3 +167,15 @@ def daphne(clean_env, tmp_path):
     for _, _, log_path in started:
         text = log_path.read_text()
         assert not re.search(r"Exception inside application|Internal Server Error", text), text
+
+
+@pytest.fixture
+def require_postgres():
+    """For tests of PostgreSQL-only behaviour: they skip on SQLite, and fail instead under
+    TELEHEALTH_REQUIRE_SERVICES=1 (CI's PostgreSQL pass must run them)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        if os.environ.get("TELEHEALTH_REQUIRE_SERVICES") == "1":
+            pytest.fail("this test needs PostgreSQL (DATABASE_URL)")
+        pytest.skip("this test needs PostgreSQL: set DATABASE_URL (CI does)")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from rooms import live
 from rooms.models import (
@@ -268,6 +270,100 @@ def test_tick_admits_waiting_participant_at_start(clinic):
     assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
 
 
+# --- the process-wide periodic check (survey) ------------------------------------------------------
+
+
+def logged_in(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.session.session_key
+
+
+def probe(actor: live.Actor, key: str, *, waiting=False, mark=0, due=None) -> live.Probe:
+    return live.Probe(actor, key, waiting, mark, due)
+
+
+def test_survey_leaves_quiet_connections_alone_and_names_the_ones_to_check(clinic):
+    lead_key, pat_key = logged_in(clinic.lead), logged_in(clinic.pat)
+    lead, _ = join(clinic, clinic.lead)
+    pat_old_tab, _ = join(clinic, clinic.pat)
+    pat, _ = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+    Client().logout()  # someone else's logout changes nothing for these logins
+
+    result = live.survey(
+        [
+            probe(lead, lead_key),
+            probe(pat, pat_key),
+            probe(pat_old_tab, pat_key),  # its seat belongs to the newer tab now
+            probe(sam, "not-a-session-key"),  # logged out
+        ],
+        now=NOW,
+    )
+
+    assert result.due == [False, False, True, True]
+    assert result.chat_seq == {clinic.session.pk: 0}
+
+
+def test_survey_names_waiting_and_ended_and_disabled(clinic):
+    knock_policy(clinic)
+    pat_key, lead_key, sam_key = logged_in(clinic.pat), logged_in(clinic.lead), logged_in(clinic.sam)
+    pat, _ = join(clinic, clinic.pat)
+    lead, _ = join(clinic, clinic.lead)
+    sam, _ = join(clinic, clinic.sam)
+    clinic.sam.is_active = False
+    clinic.sam.save()
+
+    now_due = live.survey([probe(pat, pat_key, waiting=True), probe(lead, lead_key), probe(sam, sam_key)], now=NOW)
+    at_end = live.survey([probe(lead, lead_key)], now=clinic.session.ends_at)
+
+    assert now_due.due == [True, False, True]
+    assert at_end.due == [True]
+
+
+def test_survey_names_a_connection_only_once_a_message_is_overdue(clinic):
+    pat_key = logged_in(clinic.pat)
+    lead, _ = join(clinic, clinic.lead)
+    pat, _ = join(clinic, clinic.pat)
+    live.post_chat(lead, "c-1", "one", now=NOW)
+    live.post_chat(lead, "c-2", "two", now=NOW)
+
+    first = live.survey([probe(pat, pat_key, mark=1)], now=NOW)  # 2 may still be on its way
+    second = live.survey([probe(pat, pat_key, mark=1, due=first.chat_seq[clinic.session.pk])], now=NOW)
+    caught_up = live.survey([probe(pat, pat_key, mark=2, due=2)], now=NOW)
+
+    assert (first.due, first.chat_seq) == ([False], {clinic.session.pk: 2})
+    assert second.due == [True]
+    assert caught_up.due == [False]
+
+
+def test_survey_names_one_connection_per_session_for_stale_seats(clinic):
+    lead_key, sam_key = logged_in(clinic.lead), logged_in(clinic.sam)
+    lead, _ = join(clinic, clinic.lead)
+    sam, _ = join(clinic, clinic.sam)
+    pat, _ = join(clinic, clinic.pat)
+    live.disconnect(pat, now=NOW)
+    grace = timedelta(seconds=30)
+
+    within = live.survey([probe(lead, lead_key), probe(sam, sam_key)], now=NOW + grace - timedelta(seconds=1))
+    after = live.survey([probe(lead, lead_key), probe(sam, sam_key)], now=NOW + grace)
+
+    assert within.due == [False, False]
+    assert after.due == [True, False]
+
+
+def test_survey_query_count_does_not_grow_with_connections(clinic, django_assert_max_num_queries):
+    people = [clinic.lead, clinic.co, clinic.pat, clinic.sam, clinic.kim]
+    probes = [probe(join(clinic, person)[0], logged_in(person)) for person in people]
+
+    with django_assert_max_num_queries(4):
+        few = live.survey(probes[:1], now=NOW)
+    with django_assert_max_num_queries(4):
+        many = live.survey(probes, now=NOW)
+
+    assert few.due == [False] and many.due == [False] * 5
+
+
 # --- waiting room and admission --------------------------------------------------------------------
 
 
@@ -490,6 +586,51 @@ def test_post_chat_numbers_messages_and_resend_is_idempotent(clinic):
     assert ChatMessage.objects.count() == 2
     clinic.session.refresh_from_db()
     assert clinic.session.chat_seq == 2
+
+
+def test_post_chat_on_postgresql_takes_two_statements_and_keeps_every_check(clinic, require_postgres):
+    pat, joined = join(clinic, clinic.pat)
+
+    with CaptureQueriesContext(connection) as queries:
+        room = live.post_chat(pat, "c-1", "hello", now=NOW)
+        private = live.post_chat(pat, "c-2", "only for my therapist", to_therapists=True, now=NOW)
+
+    # Two per message: the numbered lock on the session, then the checked insert (the savepoints are
+    # the test's own transaction; in production the command's transaction is a BEGIN and a COMMIT).
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == 4, statements
+    me = joined.member.member_id
+    assert room.message == live.ChatView(1, me, "hello", None, NOW, False)
+    assert private.message == live.ChatView(2, me, "only for my therapist", me, NOW, False)
+    stored = ChatMessage.objects.order_by("seq").values_list(
+        "seq", "sender__member_id", "thread_participant__member_id"
+    )
+    assert list(stored) == [(1, me, None), (2, me, me)]
+
+
+def test_post_chat_from_a_replaced_connection_refused_and_uses_no_number(clinic):
+    old_tab, _ = join(clinic, clinic.pat)
+    new_tab, _ = join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.post_chat(old_tab, "c-1", "from the old tab", now=NOW)
+    posted = live.post_chat(new_tab, "c-1", "from the new tab", now=NOW)
+
+    assert refused.value.code == "conn.replaced"
+    assert posted.message.seq == 1
+    clinic.session.refresh_from_db()
+    assert clinic.session.chat_seq == 1
+
+
+def test_post_chat_after_the_session_ended_refused_and_uses_no_number(clinic):
+    pat, _ = join(clinic, clinic.pat)
+
+    with pytest.raises(live.LiveError) as refused:
+        live.post_chat(pat, "c-1", "too late", now=clinic.session.ends_at)
+
+    assert refused.value.code == "session.ended"
+    clinic.session.refresh_from_db()
+    assert (clinic.session.chat_seq, ChatMessage.objects.count()) == (0, 0)
 
 
 def test_private_thread_visible_to_participant_and_therapists_only(clinic):

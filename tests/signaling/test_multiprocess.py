@@ -223,14 +223,6 @@ async def _close_worker_connection():
 
 
 @pytest.fixture
-def require_postgres():
-    if connection.vendor != "postgresql":
-        if os.environ.get("TELEHEALTH_REQUIRE_SERVICES") == "1":
-            pytest.fail("multi-process tests need PostgreSQL (DATABASE_URL)")
-        pytest.skip("multi-process tests need PostgreSQL: set DATABASE_URL (CI does)")
-
-
-@pytest.fixture
 def redis_server(tmp_path, require_postgres):
     server = PrivateRedis(tmp_path)
     server.start()

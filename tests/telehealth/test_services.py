@@ -54,12 +54,15 @@ async def test_redis_url_channel_layer_round_trip():
     channel = await layer.new_channel()
     try:
         await layer.group_add(group, channel)
-        await layer.group_send(group, {"type": "probe.message", "n": 1, "text": "hé"})
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        # The Pub/Sub layer's SUBSCRIBE is not confirmed before group_add returns: send until it lands.
+        for _ in range(50):
+            await layer.group_send(group, {"type": "probe.message", "n": 1, "text": "hé"})
+            if (await asyncio.wait({receiving}, timeout=0.1))[0]:
+                break
 
-        message = await asyncio.wait_for(layer.receive(channel), timeout=5)
-
-        assert message == {"type": "probe.message", "n": 1, "text": "hé"}
+        assert receiving.result() == {"type": "probe.message", "n": 1, "text": "hé"}
     finally:
         await layer.group_discard(group, channel)
-        # The layer's pools belong to this test's event loop; close them with it.
-        await layer.close_pools()
+        # The layer's connections belong to this test's event loop; close them with it.
+        await (layer.close_pools() if isinstance(layer, RedisChannelLayer) else layer.flush())
