@@ -62,6 +62,9 @@ MAX_BAD_FRAMES = 20
 MAX_RATE_REFUSALS = 60
 ABUSE_WINDOW = 60.0
 
+# How long a checked signaling route (both members admitted in this session) serves ICE candidates.
+ROUTE_SECONDS = 5.0
+
 # Expiry timers of dropped seats outlive their consumer; kept here so they are not garbage collected.
 BACKGROUND: set[asyncio.Task] = set()
 
@@ -104,6 +107,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.rate_refusals: deque[float] = deque()
         self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
         self.candidates: dict[str, int] = {}  # ICE candidates sent per peer in the current negotiation
+        self.routes: dict[str, tuple[live.SignalRoute, float]] = {}  # checked signaling routes, until when
         # Chat this connection has handled: every number up to chat_mark, and those above it in chat_sent.
         # The periodic check pushes what is missing (a delivery the layer lost), never twice.
         self.chat_mark: int | None = None
@@ -387,6 +391,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def call(self, fn, *args, **kwargs):
         """Run one rooms.live function for this connection's actor, in the database thread."""
         return await db.run(fn, self.actor, *args, **kwargs)
+
+    async def signal_route(self, target: str | None, *, fresh: bool = False) -> live.SignalRoute:
+        """May this member signal ``target``? Asked of the database for each description (a new
+        negotiation); ICE candidates, a dozen or more per negotiation, reuse the answer for
+        ``ROUTE_SECONDS``. A peer removed meanwhile has no connection left to receive them."""
+        now = time.monotonic()
+        cached = self.routes.get(target or "")
+        if cached is not None and not fresh and cached[1] > now:
+            return cached[0]
+        route = await self.call(live.signal_route, target)
+        self.routes[route.target] = (route, now + ROUTE_SECONDS)
+        return route
 
     async def reply(self, frame: dict) -> None:
         await self.send_text(p.encode(frame))

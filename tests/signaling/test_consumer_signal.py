@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
+from rooms import live as live_domain
 from rooms.models import AdmissionPolicy
 from signaling.protocol import MAX_CANDIDATES_PER_PEER
 from tests.signaling.helpers import all_quiet, error, frame
@@ -119,3 +120,22 @@ async def test_candidates_per_peer_are_capped_until_next_description(live, socke
     assert (await sam.recv())["type"] == "signal.description"
     assert (await sam.recv())["type"] == "signal.candidate"
     await all_quiet(pat, sam)
+
+
+async def test_candidates_reuse_the_route_checked_for_the_description(trio, monkeypatch):
+    lead, pat, sam = trio
+    checks = []
+    real = live_domain.signal_route
+    monkeypatch.setattr(live_domain, "signal_route", lambda *a, **k: checks.append(a[1]) or real(*a, **k))
+    candidate = {"candidate": CANDIDATE, "sdp_mid": "0", "sdp_mline_index": 0}
+
+    await pat.send("signal.description", {"kind": "offer", "sdp": OFFER}, to=sam.member_id)
+    for _ in range(5):
+        await pat.send("signal.candidate", candidate, to=sam.member_id)
+    received = [await sam.recv() for _ in range(6)]
+    await pat.send("signal.description", {"kind": "offer", "sdp": OFFER}, to=sam.member_id)  # an ICE restart
+    await sam.recv_type("signal.description")
+
+    assert [f["type"] for f in received] == ["signal.description"] + ["signal.candidate"] * 5
+    assert checks == [sam.member_id, sam.member_id]  # one check per description, none per candidate
+    await all_quiet(lead, pat, sam)
