@@ -35,12 +35,32 @@ def login_problem(user_id, session_key: str | None) -> str | None:
     return None
 
 
+class _Decoded:
+    """What ``login_problems`` worked out last time, reused while the stored values are unchanged:
+    session data decoded (keyed by the stored string) and auth hashes (keyed by the password hash).
+    Only entries asked about in the latest call are kept."""
+
+    sessions: dict[str, tuple[str, dict]] = {}
+    hashes: dict[object, tuple[str, str]] = {}
+
+
+def _auth_hash(user_id, password: str) -> str:
+    cached = _Decoded.hashes.get(user_id)
+    if cached is not None and cached[0] == password:
+        return cached[1]
+    user = User(pk=user_id, password=password)
+    value = user.get_session_auth_hash()
+    _Decoded.hashes[user_id] = (password, value)
+    return value
+
+
 def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     """``login_problem`` for many (user id, session key) pairs at once: one answer per pair, in order.
 
     With the database session engine this is two queries however many pairs (the
-    realtime service asks for every open connection of a process at once); other
-    engines are asked key by key.
+    realtime service asks for every open connection of a process at once), and a
+    session's data is decoded again only when it changed; other engines are asked
+    key by key.
     """
     if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
         return [login_problem(user_id, key) for user_id, key in logins]
@@ -52,23 +72,28 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     rows = StoredSession.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
         "session_key", "session_data"
     )
-    data_by_key = {key: store.decode(data) for key, data in rows}
+    decoded: dict[str, tuple[str, dict]] = {}
+    for key, stored in rows:
+        cached = _Decoded.sessions.get(key)
+        decoded[key] = cached if cached is not None and cached[0] == stored else (stored, store.decode(stored))
+    _Decoded.sessions = decoded
     users = {
-        str(user.pk): user
-        for user in User.objects.filter(pk__in={user_id for user_id, _ in logins}).only("password", "is_active")
+        str(pk): (pk, password, active)
+        for pk, password, active in User.objects.filter(pk__in={user_id for user_id, _ in logins}).values_list(
+            "pk", "password", "is_active"
+        )
     }
-    hashes: dict[str, str] = {}
+    _Decoded.hashes = {pk: value for pk, value in _Decoded.hashes.items() if str(pk) in users}
     answers: list[str | None] = []
     for user_id, key in logins:
-        data = data_by_key.get(key) if key else None
+        data = decoded[key][1] if key in decoded else None
         if data is None or str(data.get(SESSION_KEY, "")) != str(user_id):
             answers.append(LOGGED_OUT)
             continue
         user = users.get(str(user_id))
-        if user is None or not user.is_active:
+        if user is None or not user[2]:
             answers.append(INACTIVE)
             continue
-        if user_id not in hashes:
-            hashes[user_id] = user.get_session_auth_hash()
-        answers.append(None if constant_time_compare(data.get(HASH_SESSION_KEY, ""), hashes[user_id]) else LOGGED_OUT)
+        current = _auth_hash(user[0], user[1])
+        answers.append(None if constant_time_compare(data.get(HASH_SESSION_KEY, ""), current) else LOGGED_OUT)
     return answers

@@ -321,6 +321,25 @@ def test_survey_names_waiting_and_ended_and_disabled(clinic):
     assert at_end.due == [True]
 
 
+def test_survey_notices_a_password_change_and_a_logout_after_earlier_rounds(clinic):
+    client = Client()
+    client.force_login(clinic.pat)
+    key = client.session.session_key
+    pat, _ = join(clinic, clinic.pat)
+
+    before = live.survey([probe(pat, key)], now=NOW)  # decodes and remembers the login
+    clinic.pat.set_password("a-new-password-123")
+    clinic.pat.save()
+    after_password = live.survey([probe(pat, key)], now=NOW)
+    client.force_login(clinic.pat)
+    key = client.session.session_key
+    relogged = live.survey([probe(pat, key)], now=NOW)
+    client.logout()
+    after_logout = live.survey([probe(pat, key)], now=NOW)
+
+    assert [before.due, after_password.due, relogged.due, after_logout.due] == [[False], [True], [False], [True]]
+
+
 def test_survey_names_a_connection_only_once_a_message_is_overdue(clinic):
     pat_key = logged_in(clinic.pat)
     lead, _ = join(clinic, clinic.lead)
