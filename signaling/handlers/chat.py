@@ -29,10 +29,11 @@ async def send(conn: SessionConsumer, msg: ClientMessage) -> None:
     )
     # The sender is answered directly (with its message id in "re"); a resend of a stored
     # message is answered the same way and delivered to nobody else a second time.
-    await conn.reply(frames.chat_message(posted.message, re=msg.id))
+    frame = frames.chat_message(posted.message)  # built once: the answer differs only by "re"
+    await conn.reply({**frame, "re": msg.id})
     conn.chat_seen(posted.message.seq)
     if posted.created:
-        await _deliver_to_audience(conn, posted.message, frames.chat_message(posted.message))
+        await _deliver_to_audience(conn, posted.message, frame)
 
 
 async def history(conn: SessionConsumer, msg: ClientMessage) -> None:
