@@ -94,4 +94,16 @@ ensure_test_system_packages() {
     ensure_debs fonts-liberation fonts-dejavu-core
     # The multi-process tests start a private redis-server of their own (to restart it safely).
     command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    # The media tests (tests/media/) start their own Janus and coturn from generated configs.
+    # Debian's packages also install services: where systemd runs, they would start with the
+    # stock configs (Janus's APIs on every interface), so they are stopped and disabled.
+    [ -x /usr/bin/janus ] || { apt_install janus && disable_system_service janus; }
+    [ -x /usr/bin/turnserver ] || { apt_install coturn && disable_system_service coturn; }
+}
+
+disable_system_service() {
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        log "stopping and disabling the system's $1 service (the tests run their own)"
+        as_root systemctl disable --now "$1" >/dev/null 2>&1 || true
+    fi
 }
