@@ -9,8 +9,8 @@ demo:         ## install, migrate, seed and serve the demo on http://127.0.0.1:8
 test:         ## the whole suite, browser tests included
 	bash scripts/test $(ARGS)
 
-test-fast:    ## everything but the browser tests
-	bash scripts/test -m "not e2e" $(ARGS)
+test-fast:    ## everything but the browser and media tests
+	bash scripts/test -m "not e2e and not media" $(ARGS)
 
 lint:         ## ruff: lint rules and formatting
 	bash scripts/setup
