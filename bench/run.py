@@ -52,6 +52,8 @@ class Scenario:
     join_p99_target_ms: float | None = None
     mass_disconnect: bool = False
     baseline: str | None = None  # the 1-process scenario a multi-process one is compared with
+    # Settings of the telehealth target for this scenario only (a design comparison, not an issue target).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 SCENARIOS = {
@@ -91,6 +93,18 @@ SCENARIOS = {
             p99_target_ms=50,
             mass_disconnect=True,
             baseline="rooms100",
+        ),
+        Scenario(
+            "corelayer",
+            "the rooms100 load on channels-redis's core layer instead of the Pub/Sub layer (comparison)",
+            "traffic",
+            rooms=100,
+            members=12,
+            rate=0.05,
+            duration=30,
+            mass_disconnect=True,
+            baseline="rooms100",
+            env={"CHANNEL_LAYER_KIND": "core"},
         ),
     ]
 }
@@ -259,11 +273,11 @@ class Bench:
                 self.log(f"{label}: other work uses {cores:.2f} cores; waiting up to {self.args.quiet_wait:g} s")
                 told = True
 
-    def make_target(self, name: str, procs: int, label: str) -> targets.Target:
+    def make_target(self, name: str, procs: int, label: str, env: dict[str, str] | None = None) -> targets.Target:
         if name == "reference":
             return targets.ReferenceTarget(self.args.redis_url)
         self.prepare_telehealth()
-        return targets.TelehealthTarget(self.telehealth_env, procs=procs, label=label)
+        return targets.TelehealthTarget({**self.telehealth_env, **(env or {})}, procs=procs, label=label)
 
     def find(self, scenario: str, target: str, procs: int | None = None) -> RunRecord | None:
         for record in self.records:
@@ -297,7 +311,7 @@ class Bench:
     def run_one(self, scenario: Scenario, target_name: str, procs: int) -> None:
         record = RunRecord(scenario.name, target_name, procs)
         self.records.append(record)
-        target = self.make_target(target_name, procs, f"{scenario.name}-x{procs}")
+        target = self.make_target(target_name, procs, f"{scenario.name}-x{procs}", scenario.env)
         if target_name == "telehealth" and self.telehealth_problem:
             record.ok = False
             record.note = self.telehealth_problem
@@ -629,6 +643,24 @@ def render_targets(bench: Bench) -> list[str]:
             rows.append(f"| everything | {where} | not measured ({rec.note}) | n/a |")
             continue
         r = rec.result
+        scenario = SCENARIOS.get(rec.scenario)
+        if scenario and scenario.env:
+            base = bench.find(scenario.baseline, "telehealth", 1) if scenario.baseline else None
+            if base and base.ok and base.result.get("cpu_us_per_delivery") and r.get("cpu_us_per_delivery"):
+                settings_used = ", ".join(f"{k}={v}" for k, v in scenario.env.items())
+                cpu, base_cpu = fmt(r["cpu_us_per_delivery"], 1), fmt(base.result["cpu_us_per_delivery"], 1)
+                rows.append(
+                    f"| comparison ({settings_used}), not a target | {where} | {cpu} us per delivery vs "
+                    f"{base_cpu} us ({scenario.baseline}), {fmt_ratio(r['delivery_ratio'])} delivered, "
+                    f"p99 {fmt(r['p99_ms'])} ms | n/a |"
+                )
+            if rec.disconnect:
+                d = rec.disconnect
+                rows.append(
+                    f"| comparison: mass disconnect, not a target | {where} | {d['memberships_after']} memberships "
+                    f"left after {fmt(d['waited_s'], 1)} s | n/a |"
+                )
+            continue
         if "delivered" in r:
             ref = reference_for(bench, rec.scenario)
             ratio = _ratio(r, ref)
