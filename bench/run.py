@@ -327,6 +327,8 @@ class Bench:
             specs = target.start(scenario.rooms, scenario.members)
             components = target.cpu_components()
             if scenario.kind == "join":
+                if self.args.profile:
+                    self._profile(target, 10)
                 result = asyncio.run(
                     load.run_join_storm(
                         specs, target.protocol, components, concurrency=scenario.concurrency, timeout=30
