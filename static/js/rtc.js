@@ -1,11 +1,50 @@
 // Media transport: one RTCPeerConnection per peer (a full mesh), set up with "perfect negotiation"
-// over the server's signal.description / signal.candidate frames. The UI only sees
-// addPeer/removePeer/setLocalStream and the onRemoteStream callback, so an SFU transport can
-// replace this module later without touching room.js.
+// over the server's signal.description / signal.candidate frames. This is the only module that
+// touches RTCPeerConnection. The UI sees a small surface:
+//
+//   setIceServers, setLocalStream, replaceTrack, connectTo, handleSignal, removePeer, closeAll,
+//   setAudioOnly, sample() -> per-peer and own quality and audio levels, and the hooks
+//   onRemoteStream / onPeerState,
+//
+// so an SFU transport with the same methods can replace this one without touching room.js.
 //
 // Who offers first: the member whose connection is newer (it just arrived or reconnected) calls
 // connectTo() for everyone already in the room; the others answer. Glare is still handled by the
 // `polite` role the server stamps on every relayed frame.
+
+// Quality thresholds (loss is a fraction, rtt in seconds). A group call over a phone connection
+// stays usable up to a few percent loss; beyond ~10 % or a second of round trip, video is what hurts.
+const FAIR = { loss: 0.03, rtt: 0.35 };
+const POOR = { loss: 0.1, rtt: 0.8 };
+
+/** "good" | "fair" | "poor" | "unknown" from loss (0..1) and round trip (seconds). Pure: tested. */
+export function classifyQuality({ loss = null, rtt = null } = {}) {
+  if (loss === null && rtt === null) return "unknown";
+  if ((loss !== null && loss >= POOR.loss) || (rtt !== null && rtt >= POOR.rtt)) return "poor";
+  if ((loss !== null && loss >= FAIR.loss) || (rtt !== null && rtt >= FAIR.rtt)) return "fair";
+  return "good";
+}
+
+/**
+ * Remembers the last samples of one's own quality and says when to suggest audio only: when
+ * most of the last `window` samples (one a second) were poor, not at the first bad second.
+ */
+export class QualityWatch {
+  constructor(window = 10, poorNeeded = 7) {
+    this.window = window;
+    this.poorNeeded = poorNeeded;
+    this.history = [];
+  }
+
+  /** Add one sample; true when quality has stayed poor long enough to suggest audio only. */
+  push(quality) {
+    this.history.push(quality);
+    if (this.history.length > this.window) this.history.shift();
+    return this.history.filter((q) => q === "poor").length >= this.poorNeeded;
+  }
+}
+
+const WORSE = { unknown: 0, good: 1, fair: 2, poor: 3 };
 
 export class MeshTransport {
   /**
@@ -18,6 +57,7 @@ export class MeshTransport {
     this.peers = new Map();
     this.iceServers = [];
     this.localStream = null;
+    this.audioOnly = false;
   }
 
   setIceServers(servers) {
@@ -33,6 +73,41 @@ export class MeshTransport {
     this.localStream = stream;
   }
 
+  /** A new camera or microphone: swap it into every connection without renegotiating. */
+  async replaceTrack(kind, track) {
+    const jobs = [];
+    for (const peer of this.peers.values()) {
+      for (const transceiver of peer.pc.getTransceivers()) {
+        if (transceiver.receiver.track && transceiver.receiver.track.kind === kind && !transceiver.stopped) {
+          // In audio-only mode the video sender stays empty.
+          const next = kind === "video" && this.audioOnly ? null : track;
+          if (transceiver.sender.track !== next) jobs.push(transceiver.sender.replaceTrack(next));
+        }
+      }
+    }
+    await Promise.allSettled(jobs);
+  }
+
+  /**
+   * Audio only: send no video and ask for none. The video transceivers turn inactive (one
+   * renegotiation per peer, through perfect negotiation), so the other side stops sending too.
+   */
+  setAudioOnly(on) {
+    this.audioOnly = Boolean(on);
+    for (const peer of this.peers.values()) this.applyVideoDirection(peer);
+  }
+
+  applyVideoDirection(peer) {
+    const track = this.localStream ? this.localStream.getVideoTracks()[0] || null : null;
+    for (const transceiver of peer.pc.getTransceivers()) {
+      if (transceiver.stopped || !transceiver.receiver.track || transceiver.receiver.track.kind !== "video") continue;
+      const wanted = this.audioOnly ? "inactive" : track ? "sendrecv" : "recvonly";
+      if (transceiver.direction !== wanted) transceiver.direction = wanted;
+      const sending = this.audioOnly ? null : track;
+      if (transceiver.sender.track !== sending) transceiver.sender.replaceTrack(sending).catch(() => {});
+    }
+  }
+
   /** The RTCPeerConnections by member id (tests read getStats through this). */
   connections() {
     const out = {};
@@ -44,7 +119,7 @@ export class MeshTransport {
     let peer = this.peers.get(member);
     if (peer) return peer;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    peer = { pc, polite: true, makingOffer: false, ignoreOffer: false, queue: Promise.resolve(), stream: null };
+    peer = { pc, polite: true, makingOffer: false, ignoreOffer: false, queue: Promise.resolve(), stream: null, last: null };
     this.peers.set(member, peer);
 
     pc.addEventListener("track", (event) => {
@@ -92,11 +167,11 @@ export class MeshTransport {
     this.removePeer(member);
     const peer = this.peer(member);
     this.addLocalTracks(peer);
-    if (!this.localStream || this.localStream.getTracks().length === 0) {
-      // Nothing to send: still ask to receive their audio and video.
-      peer.pc.addTransceiver("audio", { direction: "recvonly" });
-      peer.pc.addTransceiver("video", { direction: "recvonly" });
-    }
+    const kinds = new Set(peer.pc.getTransceivers().map((t) => t.receiver.track.kind));
+    // Nothing to send of a kind: still ask to receive it.
+    if (!kinds.has("audio")) peer.pc.addTransceiver("audio", { direction: "recvonly" });
+    if (!kinds.has("video")) peer.pc.addTransceiver("video", { direction: "recvonly" });
+    if (this.audioOnly) this.applyVideoDirection(peer);
   }
 
   /** A relayed frame from `from`: handled in arrival order per peer. */
@@ -120,6 +195,7 @@ export class MeshTransport {
     if (offer) {
       // Add our tracks after the remote offer, so they reuse its transceivers (no second round trip).
       this.addLocalTracks(peer);
+      if (this.audioOnly) this.applyVideoDirection(peer);
       await pc.setLocalDescription();
       this.hooks.signal("signal.description", { kind: pc.localDescription.type, sdp: pc.localDescription.sdp }, member);
     }
@@ -147,5 +223,69 @@ export class MeshTransport {
 
   closeAll() {
     for (const member of [...this.peers.keys()]) this.removePeer(member);
+  }
+
+  /**
+   * One look at every connection's statistics. Returns
+   *   {peers: {member: {quality, loss, rtt, kbps, audioLevel}}, self: {quality, loss, rtt, kbps, audioLevel}}
+   * where loss and kbps are measured since the previous call (so call it on a steady interval),
+   * peers' figures describe what we receive from them, and self is what we send (as the
+   * receivers report it back), the worst over all peers.
+   */
+  async sample() {
+    const peers = {};
+    const self = { quality: "unknown", loss: null, rtt: null, kbps: 0, audioLevel: null };
+    await Promise.all(
+      [...this.peers.entries()].map(async ([member, peer]) => {
+        let report;
+        try {
+          report = await peer.pc.getStats();
+        } catch {
+          return;
+        }
+        const now = { received: 0, lost: 0, bytesIn: 0, bytesOut: 0, at: performance.now() };
+        let rtt = null;
+        let audioLevel = null;
+        let sentLoss = null;
+        report.forEach((r) => {
+          if (r.type === "inbound-rtp") {
+            now.received += r.packetsReceived || 0;
+            now.lost += Math.max(0, r.packetsLost || 0);
+            now.bytesIn += r.bytesReceived || 0;
+            if (r.kind === "audio" && typeof r.audioLevel === "number") audioLevel = r.audioLevel;
+          } else if (r.type === "outbound-rtp") {
+            now.bytesOut += r.bytesSent || 0;
+          } else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+            if (typeof r.currentRoundTripTime === "number") rtt = r.currentRoundTripTime;
+          } else if (r.type === "remote-inbound-rtp") {
+            if (typeof r.fractionLost === "number") sentLoss = Math.max(sentLoss || 0, r.fractionLost);
+          } else if (r.type === "media-source" && r.kind === "audio" && typeof r.audioLevel === "number") {
+            self.audioLevel = Math.max(self.audioLevel || 0, r.audioLevel);
+          }
+        });
+        const last = peer.last;
+        peer.last = now;
+        let loss = null;
+        let kbps = 0;
+        let sentKbps = 0;
+        if (last) {
+          const received = now.received - last.received;
+          const lost = now.lost - last.lost;
+          if (received + lost > 0) loss = Math.max(0, lost) / (received + lost);
+          const seconds = Math.max(0.001, (now.at - last.at) / 1000);
+          kbps = Math.round(((now.bytesIn - last.bytesIn) * 8) / 1000 / seconds);
+          sentKbps = Math.round(((now.bytesOut - last.bytesOut) * 8) / 1000 / seconds);
+        }
+        const connected = peer.pc.connectionState === "connected";
+        const quality = connected ? classifyQuality({ loss, rtt }) : peer.pc.connectionState === "failed" ? "poor" : "unknown";
+        peers[member] = { quality, loss, rtt, kbps, audioLevel };
+        const mine = connected ? classifyQuality({ loss: sentLoss, rtt }) : "unknown";
+        if (WORSE[mine] > WORSE[self.quality]) self.quality = mine;
+        if (rtt !== null) self.rtt = Math.max(self.rtt || 0, rtt);
+        if (sentLoss !== null) self.loss = Math.max(self.loss || 0, sentLoss);
+        self.kbps += sentKbps;
+      }),
+    );
+    return { peers, self };
   }
 }

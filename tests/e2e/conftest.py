@@ -142,11 +142,14 @@ def browser():
 
 
 class CspWatch:
-    """Collects the browser's Content-Security-Policy complaints: the strict policy must hold."""
+    """Collects the browser's Content-Security-Policy complaints (the strict policy must hold)
+    and the page's uncaught JavaScript errors (a broken module must fail the test, not hide)."""
 
     def __init__(self, page):
         self.violations: list[str] = []
+        self.errors: list[str] = []
         page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def _on_console(self, message) -> None:
         if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
@@ -172,8 +175,64 @@ def log_in(page, server: DemoServer, username: str, password: str = DEMO_PASSWOR
     page.wait_for_url(f"{server.url}/")
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+@pytest.fixture(scope="module")
+def media_browser():
+    """Chromium that plays remote audio without a click first (the tests' stand-in for the Join click)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
+            headless=True,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+AXE = ROOT / "tests" / "e2e" / "vendor" / "axe.min.js"
+
+
+def axe_violations(page, impacts=("serious", "critical")) -> list[dict]:
+    """Run axe-core (vendored, injected by the test only) on the page; the serious and critical findings."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        # Evaluated through devtools, so the page's strict CSP does not apply to the test's own script
+        # (a <script> tag would be refused, as it should be).
+        page.evaluate(AXE.read_text() + "\n;true")
+    result = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))"
+    )
+    return [v for v in result if v["impact"] in impacts]
+
+
+def make_server(tmp_path_factory, name: str, arrange: str = "", **extra_env):
+    """A daphne of its own on a freshly seeded database, for tests that change or end sessions."""
+    tmp = tmp_path_factory.mktemp(name)
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ} | {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DJANGO_SETTINGS_MODULE": "telehealth.settings",
+        "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
+        "CLINIC_TIME_ZONE": CLINIC_ZONE,
+        "DEBUG": "true",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+        **extra_env,
+    }
+    server = DemoServer(url="", env=env, seed_output="")
+    server.manage("migrate", "--no-input", "-v", "0")
+    server.seed_output = server.manage("seed_demo", "--password", DEMO_PASSWORD)
+    arranged = server.manage("shell", "-c", arrange).strip() if arrange else ""
+    log = tmp / "daphne.log"
+    proc, server.url = _start_daphne(env, log)
+    return server, proc, log, arranged

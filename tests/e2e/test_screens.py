@@ -144,6 +144,13 @@ def test_join_page_turns_itself_on_when_the_waiting_room_opens(demo_server, brow
         log_in(page, demo_server, "demo-p01")
         page.goto(f"{demo_server.url}/sessions/{session_id}/join/")
         assert page.get_by_role("heading", name=re.compile(r"^The waiting room opens at \d\d:\d\d$")).is_visible()
+        # It counts down to the opening, second by second.
+        countdown = page.locator("[data-countdown-value]")
+        countdown.wait_for()
+        first = countdown.inner_text()
+        assert re.fullmatch(r"0:0\d", first), first
+        page.wait_for_function(f"() => document.querySelector('[data-countdown-value]').textContent !== '{first}'")
+        assert page.get_by_text(re.compile(r"^Opens in 0:0\d$")).is_visible()
 
         # page.js (configured through json_script) reloads the page once the waiting room is open.
         page.get_by_role("heading", name="You're on the list").wait_for(timeout=20_000)
