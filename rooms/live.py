@@ -408,7 +408,8 @@ def _opens_at(session: Session, now: datetime) -> datetime | None:
 
 
 def _waiting_info(session: Session, seat: Seat, now: datetime) -> WaitingInfo:
-    return WaitingInfo(opens_at=_opens_at(session, now), message=seat.waiting_message)
+    # A message to this person, else the latest one to everyone waiting (also for later arrivals).
+    return WaitingInfo(opens_at=_opens_at(session, now), message=seat.waiting_message or session.waiting_room_message)
 
 
 def _admit(seat: Seat, now: datetime, by: User | None) -> None:
@@ -1081,9 +1082,12 @@ def waiting_message(actor: Actor, text: str, member_id: str | None = None, *, no
             raise LiveError(TARGET_NOT_WAITING)
         targets = [target]
     else:
+        session.waiting_room_message = text  # shown to people who start waiting later too
+        session.save(update_fields=["waiting_room_message"])
         targets = list(Seat.objects.filter(session=session, state=SeatState.WAITING))
     for target in targets:
-        target.waiting_message = text
+        # A message to everyone replaces what each was told before; one to a person is theirs.
+        target.waiting_message = text if member_id is not None else ""
         target.save(update_fields=["waiting_message"])
     if member_id is not None:
         changes.waiting_to.append((targets[0].member_id, _waiting_info(session, targets[0], now)))

@@ -530,6 +530,8 @@ class Session(models.Model):
     spotlight = models.ForeignKey(
         "Seat", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
+    # The therapists' latest message to everyone waiting: people who start waiting later see it too.
+    waiting_room_message = models.CharField(max_length=500, blank=True, editable=False)
 
     class Meta:
         ordering = ["starts_at"]

@@ -434,9 +434,26 @@ def test_waiting_message_to_everyone_waiting(clinic):
     join(clinic, clinic.pat)
 
     changes = live.waiting_message(lead, "Starting in five minutes", now=NOW)
+    _, later = join(clinic, clinic.sam)  # starts waiting after the message was sent
 
     assert changes.waiting_room == live.WaitingInfo(opens_at=None, message="Starting in five minutes")
-    assert seat_of(clinic, clinic.pat).waiting_message == "Starting in five minutes"
+    assert later.waiting == live.WaitingInfo(opens_at=None, message="Starting in five minutes")
+    assert live.waiting_state(live.Actor(clinic.session.pk, clinic.pat.pk, 1), now=NOW).message == (
+        "Starting in five minutes"
+    )
+
+
+def test_waiting_message_to_one_person_outranks_the_one_to_everyone(clinic):
+    knock_policy(clinic)
+    lead, _ = join(clinic, clinic.lead)
+    pat, pat_join = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+    live.waiting_message(lead, "Starting in five minutes", now=NOW)
+
+    live.waiting_message(lead, "Pat, your therapist will call you first", pat_join.member.member_id, now=NOW)
+
+    assert live.waiting_state(pat, now=NOW).message == "Pat, your therapist will call you first"
+    assert live.waiting_state(sam, now=NOW).message == "Starting in five minutes"
 
 
 # --- moderation ------------------------------------------------------------------------------------

@@ -159,7 +159,8 @@ async def test_waiting_room_message_reaches_only_people_waiting(knock, sockets):
     )
     assert await lead.recv() == frame("ack", re="c-1")
     await co.quiet()
-    assert (await seat(knock.session, knock.pat)).waiting_message == "We start in 5 minutes <3"
+    await sync_to_async(knock.session.refresh_from_db)()
+    assert knock.session.waiting_room_message == "We start in 5 minutes <3"  # later arrivals see it too
     # The audit records that a message was sent, never its text.
     assert await audit(AuditAction.WAITING_MESSAGE) == [(knock.session.pk, knock.lead.pk, None, "")]
 
