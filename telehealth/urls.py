@@ -8,5 +8,6 @@ admin.site.index_title = "Programs, schedules and people"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("media/", include("media.urls")),
     path("", include("rooms.urls")),
 ]
