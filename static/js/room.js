@@ -7,6 +7,7 @@ import { MeshTransport, QualityWatch } from "./rtc.js";
 import { LocalMedia, Chime, supportsSpeakerChoice } from "./devices.js";
 import { $, el, announce, clock, duration, confirmAction } from "./ui.js";
 import { TherapistPanel } from "./panel.js";
+import { runPrecall, describe as describePrecall } from "./precall.js";
 
 const config = JSON.parse(document.getElementById("room-config").textContent);
 const isModerator = config.capacity === "moderator";
@@ -166,6 +167,34 @@ $("pre-cam").addEventListener("click", () => {
 $("devices-retry").addEventListener("click", () => {
   media.stop();
   openDevices();
+});
+$("precall-run").addEventListener("click", async () => {
+  // The server receives what this browser sends for a few seconds and says what arrived.
+  const button = $("precall-run");
+  const result = $("precall-result");
+  const relay = $("precall-relay");
+  button.disabled = true;
+  relay.hidden = true;
+  result.dataset.code = "";
+  result.textContent = "Testing your connection… (about 5 seconds)";
+  try {
+    const report = await runPrecall(media.stream);
+    result.dataset.code = report.direct.code;
+    result.textContent = describePrecall(report.direct);
+    if (report.relay) {
+      relay.hidden = false;
+      relay.dataset.code = report.relay.code;
+      relay.textContent =
+        report.relay.code === "precall.blocked"
+          ? "The relay (TURN) path did not connect: if the direct path fails too, your network blocks calls."
+          : "The relay (TURN) path works: calls can get through even strict networks.";
+    }
+  } catch {
+    result.dataset.code = "precall.error";
+    result.textContent = "The check could not run. You can still join.";
+  } finally {
+    button.disabled = false;
+  }
 });
 
 async function switchDevice(kind, deviceId) {

@@ -164,6 +164,30 @@ def test_participant_with_camera_and_microphone_blocked_is_told_and_can_still_wa
         context.close()
 
 
+def test_precall_check_from_the_prejoin_screen_says_what_arrived(room_server, media_browser):
+    server, join_path = room_server
+    context, page, csp = new_page(media_browser)
+    try:
+        log_in(page, server, "demo-p06")
+        open_prejoin(page, server, join_path)
+
+        page.get_by_role("button", name="Test my connection").click()
+        result = page.locator("#precall-result")
+        verdict_shown = "() => (document.getElementById('precall-result').dataset.code || '') !== ''"
+        page.wait_for_function(verdict_shown, timeout=20000)
+
+        # The fake camera (640x480 at up to 15 fps here) reaches the server's probe over real WebRTC.
+        assert result.get_attribute("data-code") == "precall.good_video", result.text_content()
+        assert result.text_content().startswith("Good for video. (640×480 at ")
+        assert "ms round trip" in result.text_content()
+        assert page.locator("#precall-relay").is_hidden()  # no TURN configured in the demo
+        assert page.get_by_role("button", name="Test my connection").is_enabled()
+        assert csp.violations == [] and csp.errors == []
+        screenshot(page, "precall.png")
+    finally:
+        context.close()
+
+
 def test_participants_wait_therapist_admits_one_then_all_and_media_chat_and_hands_work(
     room_server, media_browser, people
 ):
