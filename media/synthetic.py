@@ -35,6 +35,7 @@ import av
 import websockets
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -268,6 +269,11 @@ class SyntheticParticipant:
     ``base_url`` is the server's http(s) URL; ``cookie`` the Django ``sessionid`` of a logged-in
     user on the session's roster. ``admit_waiting``: as a therapist, admit everyone who waits
     (a live demo without a human at the therapist's screen).
+
+    The media path follows the room (``room.media.mode`` in welcome/admitted): peer to peer, one
+    RTCPeerConnection per member, or through the SFU: one publishing connection (``sfu.publish``)
+    and one receiving connection for every other member's streams (``sfu.subscribe``, answering
+    each ``sfu.offer`` with ``sfu.start``). Either way ``frames_from()`` counts per member.
     """
 
     def __init__(
@@ -280,6 +286,7 @@ class SyntheticParticipant:
         admit_waiting: bool = False,
         audio: bool = True,
         video: bool = True,
+        tone: bool = False,
         connect_timeout: float = 10.0,
     ) -> None:
         parsed = urlparse(base_url)
@@ -291,6 +298,7 @@ class SyntheticParticipant:
         self.admit_waiting = admit_waiting
         self.audio = audio
         self.video = video
+        self.tone = tone  # live-encoded audio (with audio levels: SFU talking events) instead of the clip
         self.connect_timeout = connect_timeout
         self.member_id: str | None = None
         self.role: str | None = None
@@ -309,6 +317,21 @@ class SyntheticParticipant:
         # Frame counts of peers whose connection was replaced or closed, so totals survive renegotiation.
         self.retired: dict[str, list[dict[str, int]]] = {}
         self.collisions = 0  # offers that crossed ours (glare), settled by the polite role
+        # SFU mode: the publishing and the receiving connection, who each received mid belongs to.
+        self.media_mode: str | None = None
+        self.sfu_pub: RTCPeerConnection | None = None
+        self.sfu_sub: RTCPeerConnection | None = None
+        self.sfu_received: dict[str, Received] = {}  # per member, over the one receiving connection
+        self.sfu_offers = 0  # subscription offers answered
+        self.sfu_published = asyncio.Event()
+        self.subscribe_sent_at: float | None = None  # when sfu.subscribe went out
+        self.sfu_offer_at: float | None = None  # when the first subscription offer came in
+        self.sfu_connected_at: float | None = None  # when the receiving connection was up (ICE + DTLS)
+        self.talking: list[tuple[str, bool]] = []
+        self.frames: list[dict] = []  # every sfu.* and error frame received, for tests
+        self._mid_owner: dict[str, tuple[str, str]] = {}  # mid -> (member, kind)
+        self._drained: set[str] = set()
+        self._answers: dict[str, asyncio.Future] = {}
 
     # --- lifecycle ---
 
@@ -345,11 +368,19 @@ class SyntheticParticipant:
             task.cancel()
         for member in list(self.peers):
             await self._drop_peer(member)
+        await self._close_sfu()
         self.state = "closed"
 
     def frames_from(self) -> dict[str, dict[str, int]]:
         """Decoded frames per peer member id and kind: ``{member: {"audio": n, "video": n}}``."""
+        if self.media_mode == "sfu":
+            return {member: dict(received.frames) for member, received in self.sfu_received.items()}
         return {member: dict(peer.received.frames) for member, peer in self.peers.items()}
+
+    async def closed(self, timeout: float = 10.0) -> int | None:
+        """Wait for the server to close the socket; its close code."""
+        await asyncio.wait_for(self._closed.wait(), timeout)
+        return self.close_code
 
     # --- protocol ---
 
@@ -368,6 +399,8 @@ class SyntheticParticipant:
                 frame = json.loads(text)
                 try:
                     await self._handle(frame)
+                except websockets.ConnectionClosed:
+                    break  # closed while answering (an offer that crossed our leaving)
                 except Exception:  # one bad negotiation must not end the participant
                     logger.exception("%s: handling %s failed", self.label, frame.get("type"))
         except websockets.ConnectionClosed:
@@ -378,6 +411,9 @@ class SyntheticParticipant:
 
     async def _handle(self, frame: dict) -> None:
         kind = frame["type"]
+        future = self._answers.get(frame.get("re") or "")
+        if future is not None and not future.done():
+            future.set_result(frame)
         if kind == "admitted":
             self.state = "admitted"
             await self._enter(frame["room"])
@@ -393,14 +429,20 @@ class SyntheticParticipant:
             await self._on_description(frame)
         elif kind == "signal.candidate":
             await self._on_candidate(frame)
-        elif kind == "error":
+        elif kind.startswith("sfu.") or kind in ("error", "ack"):
+            await self._on_sfu_frame(frame)
+        if kind == "error":
             self.errors.append(frame)
             logger.warning("%s: server error %s %s", self.label, frame.get("code"), frame.get("detail"))
 
     async def _enter(self, room: dict) -> None:
         self.ice_servers = room.get("ice_servers", [])
         self._roster = {m["member"]: m for m in room["roster"]}
+        self.media_mode = room.get("media", {}).get("mode", "p2p")
         self._admitted.set()
+        if self.media_mode == "sfu":
+            self._spawn(self._sfu_begin())
+            return
         # We are the newer side: offer to everyone already here (they answer).
         for member, info in self._roster.items():
             if member != self.member_id and info["presence"] == "connected":
@@ -480,6 +522,88 @@ class SyntheticParticipant:
             await peer.received.stop()
             await peer.pc.close()
             self.retired.setdefault(member, []).append(dict(peer.received.frames))
+
+    # --- through the SFU ---
+
+    async def request(self, type_: str, data: dict | None = None, timeout: float = 10.0) -> dict:
+        """Send a message and wait for the frame that answers it (``re`` = its id)."""
+        message_id = f"{self.label}-{self._ids + 1}"
+        future = asyncio.get_running_loop().create_future()
+        self._answers[message_id] = future
+        try:
+            await self.send(type_, data)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._answers.pop(message_id, None)
+
+    async def _sfu_begin(self) -> None:
+        if not (self.audio or self.video):  # a watcher: receive only
+            self.subscribe_sent_at = time.monotonic()
+            await self.send("sfu.subscribe", {"feeds": None})
+            return
+        self.sfu_pub = RTCPeerConnection(self._configuration())
+        if self.audio and self.tone:
+            self.sfu_pub.addTrack(ToneTrack())
+        add_clip_tracks(self.sfu_pub, audio=self.audio and not self.tone, video=self.video)
+        await self.sfu_pub.setLocalDescription(await self.sfu_pub.createOffer())
+        answer = await self.request("sfu.publish", {"sdp": self.sfu_pub.localDescription.sdp})
+        if answer["type"] != "sfu.answer":
+            raise RuntimeError(f"{self.label}: publish refused: {answer.get('code')}")
+        await self.sfu_pub.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        self.sfu_published.set()
+        self.subscribe_sent_at = time.monotonic()
+        await self.send("sfu.subscribe", {"feeds": None})
+
+    async def _on_sfu_frame(self, frame: dict) -> None:
+        self.frames.append({k: v for k, v in frame.items() if k != "sdp"})
+        if frame["type"] == "sfu.offer":
+            await self._on_sfu_offer(frame)
+        elif frame["type"] == "sfu.talking":
+            self.talking.append((frame["member"], frame["talking"]))
+
+    async def _on_sfu_offer(self, frame: dict) -> None:
+        if self.sfu_sub is None:
+            # One connection carries every feed: aiortc needs max-bundle for that (docs/media.md).
+            config = self._configuration()
+            config.bundlePolicy = RTCBundlePolicy.MAX_BUNDLE
+            self.sfu_sub = RTCPeerConnection(config)
+            self.sfu_offer_at = time.monotonic()
+            pc = self.sfu_sub
+
+            @pc.on("connectionstatechange")
+            def connected() -> None:
+                if pc.connectionState == "connected" and self.sfu_connected_at is None:
+                    self.sfu_connected_at = time.monotonic()
+
+        for stream in frame["streams"]:
+            self._mid_owner[stream["mid"]] = (stream["member"], stream["kind"])
+        await self.sfu_sub.setRemoteDescription(RTCSessionDescription(frame["sdp"], "offer"))
+        for transceiver in self.sfu_sub.getTransceivers():
+            mid = transceiver.mid
+            if mid in self._mid_owner and mid not in self._drained:
+                self._drained.add(mid)
+                self._spawn(self._drain_mid(mid, transceiver.receiver.track))
+        await self.sfu_sub.setLocalDescription(await self.sfu_sub.createAnswer())
+        self.sfu_offers += 1
+        await self.send("sfu.start", {"sdp": self.sfu_sub.localDescription.sdp})
+
+    async def _drain_mid(self, mid: str, track: MediaStreamTrack) -> None:
+        # The mid's owner is looked up per frame: the SFU may hand a freed mid to another member.
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                member, kind = self._mid_owner.get(mid, ("", ""))
+                if not member:
+                    continue
+                received = self.sfu_received.setdefault(member, Received())
+                received.frames[kind] += 1
+                received.first_frame_at.setdefault(kind, time.monotonic())
+
+    async def _close_sfu(self) -> None:
+        for pc in (self.sfu_pub, self.sfu_sub):
+            if pc is not None:
+                await pc.close()
+        self.sfu_pub = self.sfu_sub = None
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)

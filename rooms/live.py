@@ -155,6 +155,8 @@ class RoomView:
     locked: bool
     chat_seq: int
     hands: tuple[str, ...]  # member ids, earliest raised first
+    kind: str = ""  # the room's kind (RoomKind) and media preference: they decide the media path
+    media_preference: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,8 @@ def _room_view(session: Session) -> RoomView:
         locked=session.locked,
         chat_seq=session.chat_seq,
         hands=_hand_queue(seats),
+        kind=session.room.kind,
+        media_preference=session.room.media_preference,
     )
 
 

@@ -7,9 +7,10 @@ layer with one internal event type (signaling.fanout). A client's ``type`` is a 
 into that table and nothing else: never a method name, never a layer event type.
 
 Everything a connection does runs in order in one dispatch loop: client frames,
-layer deliveries and its own full check (``tick``: when signaling.watch, the one
-periodic check of the process, says it is due, or when the waiting room opens), so
-its state needs no locks. Database calls go through signaling.db (no per-call
+layer deliveries, its own full check (``tick``: when signaling.watch, the one
+periodic check of the process, says it is due, or when the waiting room opens) and,
+in an SFU session, the events Janus pushes to its handles (signaling.handlers.sfu),
+so its state needs no locks. Database calls go through signaling.db (no per-call
 connection cleanup).
 Messages the loop accepts are listed in ``dispatch``; anything else is ignored.
 
@@ -41,7 +42,7 @@ from rooms import live
 from rooms.models import SeatCapacity, SeatState
 from signaling import db, fanout, frames, groups
 from signaling import protocol as p
-from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES
+from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
 from signaling.watch import WATCHER
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ ABUSE_WINDOW = 60.0
 
 # How long a checked signaling route (both members admitted in this session) serves ICE candidates.
 ROUTE_SECONDS = 5.0
+
+# The loop's message type for an event Janus pushed to this connection's handles (never from a client).
+JANUS_EVENT = "janus.event"
 
 # Expiry timers of dropped seats outlive their consumer; kept here so they are not garbage collected.
 BACKGROUND: set[asyncio.Task] = set()
@@ -114,6 +118,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.chat_sent: set[int] = set()
         self._reschedule = asyncio.Event()
         self._check_due = False  # signaling.watch asked for a full check
+        # Media (signaling.handlers.sfu): the session's path once admitted; in an SFU session its
+        # Janus room and this connection's MemberLink, whose Janus events queue up for the loop.
+        self.media = None
+        self.sfu_room = None
+        self.link = None
+        self._janus_events: asyncio.Queue = asyncio.Queue()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -128,7 +138,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         try:
-            await await_many_dispatch([receive, self._receive_from_layer, self._next_tick], self.dispatch)
+            await await_many_dispatch(
+                [receive, self._receive_from_layer, self._next_tick, self._next_janus_event], self.dispatch
+            )
         except StopConsumer:
             pass
 
@@ -155,6 +167,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.on_deliver(message)
         elif kind == "tick":
             await self.on_tick()
+        elif kind == JANUS_EVENT:
+            await sfu.on_janus(self, message["handle"], message["event"])
         elif kind == "websocket.connect":
             await self.on_connect()
         elif kind == "websocket.disconnect":
@@ -162,6 +176,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             raise StopConsumer()
         else:
             log.warning("ignored a layer message of an unknown type")
+
+    async def _next_janus_event(self) -> dict:
+        handle, event = await self._janus_events.get()
+        return {"type": JANUS_EVENT, "handle": handle, "event": event}
+
+    def queue_janus_event(self, handle: str, event) -> None:
+        """Called by Janus's reader (media.broker): handled later, in order, by this connection's loop."""
+        if not self.closing:
+            self._janus_events.put_nowait((handle, event))
 
     async def _next_tick(self) -> dict:
         while True:
@@ -257,6 +280,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         await self.accept(p.SUBPROTOCOL)
         await self.reply(frames.welcome(result))
+        if result.room is not None:
+            await sfu.admitted(self, result.room)
         if result.waiting_list is not None:
             await self.reply(frames.waiting_list(result.waiting_list))
         if result.replaced:
@@ -470,6 +495,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.send_text(message["frame"])
         if message.get("close"):
             await self._close(int(message["close"]))
+        elif message.get("control") == fanout.MODERATION:
+            await sfu.enforce(self)
 
     def _entitled(self, audience: str | None) -> bool:
         # Checked on arrival against this connection's own state: a stale group membership
@@ -500,6 +527,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.chat_mark, self.chat_sent = room.chat_seq, set()
         await self.reply(frames.admitted(room))
         await self._settle_groups()
+        await sfu.admitted(self, room)
 
     async def on_tick(self) -> None:
         self._check_due = False
@@ -540,6 +568,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         WATCHER.discard(self)
         self._reschedule.set()
         await self.close(code)
+        await sfu.closed(self, code)
 
     async def on_disconnect(self) -> None:
         self.closing = True
@@ -548,6 +577,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # may wait behind a backlog, and a process stopped in between would leave the memberships in
         # Redis for the layer's 24 h group expiry (measured: docs/performance.md, mass disconnect).
         await self._leave_groups(sorted(self.in_groups))
+        await sfu.closed(self, 1000)  # nothing left at Janus (a no-op when _close did it)
         if self.actor is not None:
             try:
                 changes = await self.call(live.disconnect)

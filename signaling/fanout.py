@@ -8,7 +8,9 @@ already built and encoded (once, however many receive it), plus:
                    (admitted therapists), ``waiting`` (people waiting), ``any``
 - ``close``        a close code to send after the frame (4403, 4409, 4410)
 - ``below_epoch``  only connections older than this epoch act (duplicate tabs)
-- ``control``      ``admitted``: the receiving connection moves into the room
+- ``control``      ``admitted``: the receiving connection moves into the room;
+                   ``moderation``: it applies its seat's hard mute / camera block at
+                   the SFU (media.broker) after passing the frame on
 - ``exclude``      a channel name that skips it (the sender, answered directly)
 - ``seq``          a chat message's number: lets a connection tell what it missed
 
@@ -29,6 +31,7 @@ ANY = "any"
 ROOM = "room"
 MODERATORS = "mod"
 WAITING = "waiting"
+MODERATION = "moderation"
 
 
 def event(
@@ -88,7 +91,8 @@ async def publish(
     for member_id in changes.left:
         await send(room, event(ROOM, p.build(p.MemberLeft, sender=sender, member=member_id)))
     for item in changes.notices:
-        await send(groups.member(session_id, item.member_id), event(ROOM, frames.notice(item, sender=sender)))
+        notice = frames.notice(item, sender=sender)
+        await send(groups.member(session_id, item.member_id), event(ROOM, notice, control=MODERATION))
     if changes.spotlight_changed:
         await send(room, event(ROOM, p.build(p.ModSpotlight, sender=sender, member=changes.spotlight)))
     if changes.locked is not None:

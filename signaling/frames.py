@@ -10,8 +10,24 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from media import modes
 from rooms import live
 from signaling import protocol as p
+
+
+def media_mode(view: live.RoomView) -> modes.MediaMode:
+    """The session's media path (the same answer on every process: room and settings decide)."""
+    return modes.decide(view.kind, view.media_preference, sfu_available=bool(settings.JANUS_URLS))
+
+
+def media_info(view: live.RoomView) -> dict:
+    mode = media_mode(view)
+    return {
+        "mode": mode.mode,
+        "reason": mode.reason,
+        "mesh_limit": None if mode.sfu else modes.MESH_COMFORT,
+        "crowded": modes.mesh_crowded(mode, len(view.roster)),
+    }
 
 
 def member_info(view: live.MemberView) -> dict:
@@ -50,6 +66,7 @@ def room_state(view: live.RoomView) -> dict:
         "chat_seq": view.chat_seq,
         "hands": list(view.hands),
         "ice_servers": settings.ICE_SERVERS,
+        "media": media_info(view),
     }
 
 

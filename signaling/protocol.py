@@ -87,6 +87,36 @@ that sender (the two sides of a pair always get opposite roles). A new descripti
 to a peer (ICE restart) opens a new budget of candidates for it. ``conn`` in a
 roster entry changes when that member's connection is new: renegotiate with it.
 
+Media through the SFU (group rooms)
+-----------------------------------
+``room.media`` says how this session's media flows. ``mode`` = ``p2p``: the
+``signal.*`` messages above, one connection per peer; ``mesh_limit`` is the size a
+mesh carries well and ``crowded`` is true when the room is past it (a notice for
+the therapist; apply ``member.joined``/``member.left`` to keep it current).
+``mode`` = ``sfu``: every member sends and receives through the server's SFU
+(Janus), whose API only the server talks to; the client never sees its ids,
+secrets or tokens:
+
+1. ``sfu.publish`` with an offer for what you send; the answer comes back as
+   ``sfu.answer`` (``re`` = your message id). Send a new offer to republish
+   (ICE restart, a track added).
+2. ``sfu.subscribe`` (``feeds``: member ids, or null for everyone who publishes):
+   ``sfu.offer`` comes back with the streams, one ``mid`` per member and kind, over
+   one connection; answer it with ``sfu.start``. When nobody publishes yet the
+   answer is ``ack`` and the offer follows when someone does.
+3. When members start or stop publishing, the server pushes a new ``sfu.offer``
+   (``re`` null) for the same connection: answer each with ``sfu.start``.
+4. ``sfu.trickle`` sends one of your ICE candidates for the ``publisher`` or the
+   ``subscriber`` connection (an empty ``candidate``: end of candidates). The
+   server's candidates are in its SDP.
+
+``sfu.talking`` says who is speaking (the active-speaker highlight); ``sfu.link``
+reports trouble on one of your connections (``slowlink``: packets lost;
+``hangup``: the SFU closed it, publish or subscribe again; ``down``: the SFU
+dropped you, reconnect). A hard mute or camera block is enforced at the SFU too:
+your audio or video is not forwarded to anyone until a therapist releases it.
+``sfu.*`` in a peer-to-peer session is refused with ``sfu.not_sfu``.
+
 Moderation
 ----------
 ``mod.*`` commands and ``chat.delete`` are for the session's therapists; anyone else
@@ -115,6 +145,8 @@ MAX_CHAT_CHARS = 2000
 MAX_WAITING_MESSAGE_CHARS = 500
 # Trickled candidates one member may send another per negotiation (a new description resets it).
 MAX_CANDIDATES_PER_PEER = 64
+# Members one SFU subscription may name (a room's publishers are far fewer).
+MAX_SFU_FEEDS = 64
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -170,6 +202,33 @@ class SessionDescription(_Payload):
 class IceCandidate(_Payload):
     """One trickled ICE candidate; an empty ``candidate`` marks the end of gathering."""
 
+    candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_BYTES)]
+    sdp_mid: Annotated[str, StringConstraints(max_length=32)] | None = None
+    sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
+
+
+class SfuPublish(_Payload):
+    """Publish (or republish) through the SFU: the offer for what you send."""
+
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_BYTES)]
+
+
+class SfuSubscribe(_Payload):
+    """Receive these members' media through the SFU (null: everyone who publishes, now and later)."""
+
+    feeds: list[MemberId] | None = Field(default=None, max_length=MAX_SFU_FEEDS)
+
+
+class SfuStart(_Payload):
+    """Your answer to the latest ``sfu.offer``."""
+
+    sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_BYTES)]
+
+
+class SfuTrickle(_Payload):
+    """One ICE candidate of your ``publisher`` or ``subscriber`` connection; empty: end of candidates."""
+
+    handle: Literal["publisher", "subscriber"]
     candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_BYTES)]
     sdp_mid: Annotated[str, StringConstraints(max_length=32)] | None = None
     sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
@@ -231,6 +290,10 @@ CLIENT_MESSAGES: dict[str, tuple[type[_Payload], bool, bool]] = {
     "chat.delete": (ChatDelete, False, True),
     "signal.description": (SessionDescription, True, False),
     "signal.candidate": (IceCandidate, True, False),
+    "sfu.publish": (SfuPublish, False, False),
+    "sfu.subscribe": (SfuSubscribe, False, False),
+    "sfu.start": (SfuStart, False, False),
+    "sfu.trickle": (SfuTrickle, False, False),
     "media.state": (MediaState, False, False),
     "hand.raise": (Empty, False, False),
     "hand.lower": (Empty, False, False),
@@ -413,6 +476,17 @@ class IceServer(_Out):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
+class MediaInfo(_Out):
+    """How this session's media flows (see "Media through the SFU")."""
+
+    mode: Literal["sfu", "p2p"]
+    reason: str = Field(
+        description="Why: media.group, media.one_to_one, media.forced_sfu, media.forced_p2p or media.no_sfu."
+    )
+    mesh_limit: int | None = Field(description="p2p: the people a mesh carries well; null for the SFU.")
+    crowded: bool = Field(description="A mesh past mesh_limit when this was sent (a notice for therapists).")
+
+
 class RoomState(_Out):
     """The room as an admitted member sees it."""
 
@@ -422,6 +496,7 @@ class RoomState(_Out):
     chat_seq: int = Field(ge=0, description="The latest chat sequence number: ask chat.history for what you lack.")
     hands: list[MemberId] = Field(description="Raised hands, earliest first.")
     ice_servers: list[IceServer]
+    media: MediaInfo
 
 
 class WaitingState(_Out):
@@ -606,6 +681,48 @@ class SignalCandidateFrame(ServerFrame):
     polite: bool
 
 
+class SfuAnswer(ServerFrame):
+    """The SFU's answer to your ``sfu.publish`` offer."""
+
+    type: Literal["sfu.answer"] = "sfu.answer"
+    sdp: Annotated[str, StringConstraints(max_length=4 * MAX_SDP_BYTES)]
+
+
+class SfuStream(_Out):
+    """One stream of a subscription: its ``mid`` in the offer, whose it is, audio or video."""
+
+    mid: Annotated[str, StringConstraints(max_length=32)]
+    member: MemberId
+    kind: Literal["audio", "video"]
+
+
+class SfuOffer(ServerFrame):
+    """The SFU's offer for your subscription (answer it with ``sfu.start``); ``re`` null when pushed."""
+
+    type: Literal["sfu.offer"] = "sfu.offer"
+    sdp: Annotated[str, StringConstraints(max_length=4 * MAX_SDP_BYTES)]
+    feeds: list[MemberId] = Field(description="The members whose media the offer carries.")
+    streams: list[SfuStream]
+
+
+class SfuTalking(ServerFrame):
+    """``member`` started (or stopped) talking, by the audio level the SFU measures."""
+
+    type: Literal["sfu.talking"] = "sfu.talking"
+    member: MemberId
+    talking: bool
+
+
+class SfuLink(ServerFrame):
+    """Trouble on one of your SFU connections: ``slowlink`` (``uplink``: the SFU receiving from you),
+    ``hangup`` (publish or subscribe again) or ``down`` (the SFU dropped you: reconnect)."""
+
+    type: Literal["sfu.link"] = "sfu.link"
+    handle: Literal["publisher", "subscriber"]
+    state: Literal["slowlink", "hangup", "down"]
+    uplink: bool | None = None
+
+
 class ModMuted(ServerFrame):
     """A therapist muted you: turn the microphone off. ``hard``: you cannot unmute until released."""
 
@@ -694,6 +811,10 @@ SERVER_MESSAGES: dict[str, type[ServerFrame]] = {
         Resumed,
         SignalDescriptionFrame,
         SignalCandidateFrame,
+        SfuAnswer,
+        SfuOffer,
+        SfuTalking,
+        SfuLink,
         ModMuted,
         ModMuteReleased,
         ModUnmuteRequested,
@@ -752,6 +873,13 @@ ERROR_CODES: dict[str, str] = {
     "mute.hard": "A therapist muted you; they have to release the mute first.",
     "camera.blocked": "A therapist turned your camera off; they have to release it first.",
     "resume.invalid": "The resume token is not valid for this seat; resynchronise from scratch.",
+    "sfu.not_sfu": "This session's media is peer to peer (room.media.mode): use signal.* instead.",
+    "sfu.unavailable": "The media server is unreachable: try again shortly.",
+    "sfu.rejected": "The media server refused this description or candidate.",
+    "sfu.not_negotiating": "Nothing to apply this to: publish or subscribe first, or answer the latest offer only.",
+    "sfu.feed_not_found": "A member in feeds does not publish in this session.",
+    "sfu.too_many_candidates": "Too many ICE candidates for this connection in one negotiation.",
+    "sfu.session_ended": "The session has ended: its media room is closed.",
 }
 
 CLOSE_CODES: dict[int, str] = {

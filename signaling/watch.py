@@ -26,6 +26,7 @@ from django.db import DatabaseError
 
 from rooms import live
 from signaling import db
+from signaling.handlers import sfu
 
 if TYPE_CHECKING:
     from signaling.consumers import SessionConsumer
@@ -59,6 +60,8 @@ class Watcher:
             await asyncio.sleep(period * random.uniform(0.85, 1.0))
             try:
                 await self.check_all()
+                if settings.JANUS_URLS:
+                    await sfu.sweep()  # one query: rooms of sessions that ended unseen
             except Exception:  # the watcher must outlive any one bad round
                 log.exception("periodic session check failed")
 

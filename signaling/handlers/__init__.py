@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from signaling.handlers import chat, moderation, presence, signal
+from signaling.handlers import chat, moderation, presence, sfu, signal
 
 if TYPE_CHECKING:
     from signaling.consumers import SessionConsumer
@@ -34,6 +34,7 @@ HANDLERS: dict[str, Handler] = {
     "chat.delete": chat.delete,
     "signal.description": signal.description,
     "signal.candidate": signal.candidate,
+    **sfu.HANDLERS,
     **moderation.HANDLERS,
 }
 

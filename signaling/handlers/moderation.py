@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from rooms import live
 from signaling import protocol as p
+from signaling.handlers import sfu
 
 if TYPE_CHECKING:
     from signaling.consumers import SessionConsumer
@@ -43,6 +44,7 @@ async def command(conn: SessionConsumer, msg: ClientMessage) -> None:
     changes = await conn.call(function, **arguments(msg.data))
     await conn.reply(p.build(p.Ack, re=msg.id))
     await conn.publish(changes)
+    await sfu.after_command(conn, msg)  # removal and the end reach Janus too (SFU sessions)
 
 
 HANDLERS = dict.fromkeys(COMMANDS, command)

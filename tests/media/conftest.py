@@ -203,38 +203,47 @@ def start_janus(tmp_path) -> Iterator:
     started: list[Janus] = []
 
     def start(session_timeout: int = 60) -> Janus:
-        port = free_port()
-        low, high = free_udp_range(60)
-        conf = janusconf.JanusConf(
-            api_secret=secrets.token_urlsafe(24),
-            admin_key=secrets.token_urlsafe(24),
-            ws_ip="127.0.0.1",
-            ws_port=port,
-            rtp_port_range=(low, high),
-            loopback=True,
-            session_timeout=session_timeout,
-        )
-        folder = tmp_path / f"janus-{len(started)}"
-        janusconf.write(conf, folder)
-        log = folder / "janus.log"
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [binary, "-C", str(folder / "janus.jcfg"), "-F", str(folder)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-            )
-        node = Janus(f"ws://127.0.0.1:{port}", conf.api_secret, conf.admin_key, log, process)
+        node = launch_janus(binary, tmp_path / f"janus-{len(started)}", session_timeout=session_timeout)
         started.append(node)
-        wait_until(lambda: _accepts_tcp(port), 20, "janus to listen", process, log)
         return node
 
     yield start
     for node in started:
-        stop(node.process)
-    for node in started:
-        text = node.log.read_text(errors="replace")
-        assert not re.search(r"Segmentation fault|SIGSEGV|Aborted|AddressSanitizer", text), text[-4000:]
+        stop_janus(node)
+
+
+def launch_janus(binary: str, folder: Path, *, session_timeout: int = 60, rtp_ports: int = 60) -> Janus:
+    """Janus from a freshly generated safe config in ``folder``, listening when this returns."""
+    port = free_port()
+    low, high = free_udp_range(rtp_ports)
+    conf = janusconf.JanusConf(
+        api_secret=secrets.token_urlsafe(24),
+        admin_key=secrets.token_urlsafe(24),
+        ws_ip="127.0.0.1",
+        ws_port=port,
+        rtp_port_range=(low, high),
+        loopback=True,
+        session_timeout=session_timeout,
+    )
+    janusconf.write(conf, folder)
+    log = folder / "janus.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [binary, "-C", str(folder / "janus.jcfg"), "-F", str(folder)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
+    node = Janus(f"ws://127.0.0.1:{port}", conf.api_secret, conf.admin_key, log, process)
+    wait_until(lambda: _accepts_tcp(port), 20, "janus to listen", process, log)
+    return node
+
+
+def stop_janus(node: Janus) -> None:
+    """Stop it; a crash in its log fails the test."""
+    stop(node.process)
+    text = node.log.read_text(errors="replace")
+    assert not re.search(r"Segmentation fault|SIGSEGV|Aborted|AddressSanitizer", text), text[-4000:]
 
 
 @pytest.fixture
@@ -271,15 +280,24 @@ def media_server(tmp_path_factory) -> Iterator[Server]:
 
     One per module: each test makes its own clinic and people in it, so tests never share a session.
     """
-    tmp_path = tmp_path_factory.mktemp("media-server")
-    env = {name: os.environ[name] for name in _INHERITED if name in os.environ} | {
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "DJANGO_SETTINGS_MODULE": "telehealth.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'media.sqlite3'}",
-        "DEBUG": "true",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECRET_KEY": secrets.token_urlsafe(45),
-    }
+    yield from run_daphne(tmp_path_factory.mktemp("media-server"))
+
+
+def run_daphne(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """daphne as ``media_server`` starts it, with ``extra_env`` on top (JANUS_URLS, ...)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    env = (
+        {name: os.environ[name] for name in _INHERITED if name in os.environ}
+        | {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "DJANGO_SETTINGS_MODULE": "telehealth.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'media.sqlite3'}",
+            "DEBUG": "true",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SECRET_KEY": secrets.token_urlsafe(45),
+        }
+        | (extra_env or {})
+    )
     server = Server("", env, tmp_path / "daphne.log")
     migrated = server.manage("migrate", "--no-input", "-v", "0")
     assert migrated.returncode == 0, migrated.stderr

@@ -63,7 +63,15 @@ def test_join_therapist_enters_room_as_moderator(clinic):
     _, result = join(clinic, clinic.lead)
 
     assert (result.capacity, result.state, result.epoch, result.replaced) == ("moderator", "admitted", 1, False)
-    assert result.room == live.RoomView(roster=(result.member,), spotlight=None, locked=False, chat_seq=0, hands=())
+    assert result.room == live.RoomView(
+        roster=(result.member,),
+        spotlight=None,
+        locked=False,
+        chat_seq=0,
+        hands=(),
+        kind="group",
+        media_preference="auto",
+    )
     assert result.waiting_list == ()
     assert result.member.name == "Lee L."
     seat = seat_of(clinic, clinic.lead)

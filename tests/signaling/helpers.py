@@ -238,7 +238,7 @@ def error(code: str, re: str | None, *, detail: str | None = None, retry_after_m
     return frame("error", re=re, code=code, detail=detail, retry_after_ms=retry_after_ms)
 
 
-def room(roster: list[dict], *, spotlight=None, locked=False, chat_seq=0, hands=()) -> dict:
+def room(roster: list[dict], *, spotlight=None, locked=False, chat_seq=0, hands=(), media=None) -> dict:
     return {
         "roster": roster,
         "spotlight": spotlight,
@@ -246,7 +246,13 @@ def room(roster: list[dict], *, spotlight=None, locked=False, chat_seq=0, hands=
         "chat_seq": chat_seq,
         "hands": list(hands),
         "ice_servers": [],
+        "media": media or mesh(len(roster)),
     }
+
+
+def mesh(people: int, reason: str = "media.no_sfu") -> dict:
+    """The media of a group room without a Janus node: a mesh, crowded past 4 people."""
+    return {"mode": "p2p", "reason": reason, "mesh_limit": 4, "crowded": people > 4}
 
 
 def welcome(welcome_frame: dict, *, role: str, state: str = "admitted", room=None, waiting=None) -> dict:
