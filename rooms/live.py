@@ -157,6 +157,7 @@ class RoomView:
     hands: tuple[str, ...]  # member ids, earliest raised first
     kind: str = ""  # the room's kind (RoomKind) and media preference: they decide the media path
     media_preference: str = "auto"
+    ends_at: datetime | None = None  # TURN credentials handed out with this view stay valid until then
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,7 @@ def _room_view(session: Session) -> RoomView:
         hands=_hand_queue(seats),
         kind=session.room.kind,
         media_preference=session.room.media_preference,
+        ends_at=session.ends_at,
     )
 
 

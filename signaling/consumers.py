@@ -525,7 +525,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 await self._close(CLOSE_FOR_CODE.get(exc.code, 4403))
                 return
         self.chat_mark, self.chat_sent = room.chat_seq, set()
-        await self.reply(frames.admitted(room))
+        await self.reply(frames.admitted(room, self.member_id))
         await self._settle_groups()
         await sfu.admitted(self, room)
 

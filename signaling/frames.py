@@ -9,8 +9,9 @@ fields only.
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils import timezone
 
-from media import modes
+from media import modes, turn
 from rooms import live
 from signaling import protocol as p
 
@@ -58,14 +59,24 @@ def waiting_state(info: live.WaitingInfo) -> dict:
     return {"opens_at": p.timestamp(info.opens_at) if info.opens_at else None, "message": info.message}
 
 
-def room_state(view: live.RoomView) -> dict:
+def ice_servers(view: live.RoomView, member_id: str | None) -> list[dict]:
+    """STUN/TURN for this admitted member: the configured servers, plus a TURN credential of their own
+    (media.turn: an opaque username, valid until the session's end plus a margin). Fresh with every
+    room view: the welcome, admission, and the resume that comes with an ICE restart."""
+    servers = list(settings.ICE_SERVERS)
+    if member_id and view.ends_at is not None:
+        servers += turn.ice_servers_for(member_id, valid_until=view.ends_at, now=timezone.now())
+    return servers
+
+
+def room_state(view: live.RoomView, member_id: str | None = None) -> dict:
     return {
         "roster": [member_info(m) for m in view.roster],
         "spotlight": view.spotlight,
         "locked": view.locked,
         "chat_seq": view.chat_seq,
         "hands": list(view.hands),
-        "ice_servers": settings.ICE_SERVERS,
+        "ice_servers": ice_servers(view, member_id),
         "media": media_info(view),
     }
 
@@ -89,7 +100,7 @@ def welcome(result: live.JoinResult) -> dict:
         state=result.state,
         resume_token=result.resume_token,
         limits=p.LIMITS,
-        room=room_state(result.room) if result.room else None,
+        room=room_state(result.room, result.member.member_id) if result.room else None,
         waiting=waiting_state(result.waiting) if result.waiting else None,
     )
 
@@ -98,8 +109,8 @@ def waiting_list(entries: tuple[live.WaitingView, ...], *, sender: str | None = 
     return p.build(p.WaitingList, sender=sender, entries=[waiting_entry(e) for e in entries])
 
 
-def admitted(room: live.RoomView, *, sender: str | None = None) -> dict:
-    return p.build(p.Admitted, sender=sender, room=room_state(room))
+def admitted(room: live.RoomView, member_id: str, *, sender: str | None = None) -> dict:
+    return p.build(p.Admitted, sender=sender, room=room_state(room, member_id))
 
 
 def chat_message(view: live.ChatView, *, re: str | None = None) -> dict:
@@ -116,11 +127,11 @@ def chat_history(page: live.ChatPage, after_seq: int, *, re: str) -> dict:
     )
 
 
-def resumed(result: live.Resumed, *, re: str) -> dict:
+def resumed(result: live.Resumed, member_id: str, *, re: str) -> dict:
     return p.build(
         p.Resumed,
         re=re,
-        room=room_state(result.room),
+        room=room_state(result.room, member_id),
         chat=[chat_entry(m) for m in result.chat.messages],
         more=result.chat.more,
     )

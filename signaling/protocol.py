@@ -52,7 +52,9 @@ In the room
 -----------
 ``welcome.room`` (or ``admitted.room``) carries the roster (display names and
 opaque member ids only), the spotlight, the lock, the raised hands, the ICE servers
-and ``chat_seq``, the latest chat sequence number: ask ``chat.history`` with
+(STUN, plus with TURN configured a TURN credential minted for you alone, valid until the
+session's end plus a margin; every room view brings a fresh one, so use the latest for
+an ICE restart) and ``chat_seq``, the latest chat sequence number: ask ``chat.history`` with
 ``after_seq`` 0 for the chat so far. Roster changes arrive as ``member.joined``,
 ``member.updated`` and ``member.left``; apply them by member id (a frame may repeat
 what a snapshot already showed).

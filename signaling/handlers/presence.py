@@ -20,7 +20,7 @@ async def ping(conn: SessionConsumer, msg: ClientMessage) -> None:
 async def resume(conn: SessionConsumer, msg: ClientMessage) -> None:
     """After a reconnect: the roster now and exactly the chat after the client's last sequence number."""
     result = await conn.call(live.resume, msg.data.resume_token, msg.data.last_seq)
-    await conn.reply(frames.resumed(result, re=msg.id))
+    await conn.reply(frames.resumed(result, conn.member_id, re=msg.id))
     for message in result.chat.messages:
         conn.chat_seen(message.seq)
 

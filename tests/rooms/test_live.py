@@ -71,6 +71,7 @@ def test_join_therapist_enters_room_as_moderator(clinic):
         hands=(),
         kind="group",
         media_preference="auto",
+        ends_at=clinic.session.ends_at,
     )
     assert result.waiting_list == ()
     assert result.member.name == "Lee L."

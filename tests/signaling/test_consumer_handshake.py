@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from rooms.models import AuditAction, SessionRemoval
+from media.turn import turn_password
+from rooms.models import AdmissionPolicy, AuditAction, SessionRemoval
 from tests.factories import make_live_clinic
 from tests.signaling.helpers import audit, frame, member, room, welcome
 from tests.signaling.test_asgi import websocket_handshake_status
@@ -151,3 +152,30 @@ async def test_handshake_welcome_carries_ice_servers_from_settings(live, sockets
     _, hello = await sockets.enter(live.pat, live.session)
 
     assert hello["room"]["ice_servers"] == settings.ICE_SERVERS
+
+
+async def test_admitted_members_get_turn_credentials_of_their_own_valid_to_the_session_end(live, sockets, settings):
+    settings.ICE_SERVERS = [{"urls": ["stun:stun.example.org:3478"]}]
+    settings.TURN_URLS = ["turn:turn.example.org:3478?transport=udp"]
+    settings.TURN_SECRET = "s" * 40
+    settings.TURN_TTL_MARGIN = 3600
+    live.session.admission_policy = AdmissionPolicy.THERAPIST_ADMITS
+    await sync_to_async(live.session.save)()
+
+    lead, lead_hello = await sockets.enter(live.lead, live.session)
+    pat, pat_hello = await sockets.enter(live.pat, live.session)
+    await lead.recv_type("waiting.list")
+    await lead.send("mod.admit", {"member": pat_hello["member"]})
+    admitted = await pat.recv_type("admitted")
+
+    stun, lead_turn = lead_hello["room"]["ice_servers"]
+    pat_turn = admitted["room"]["ice_servers"][1]
+    assert stun == {"urls": ["stun:stun.example.org:3478"]}
+    assert pat_hello["room"] is None  # nothing for someone waiting, credentials included
+    assert lead_turn["urls"] == pat_turn["urls"] == settings.TURN_URLS
+    for hello, credential in ((lead_hello, lead_turn), (pat_hello, pat_turn)):
+        expiry, pseudonym = credential["username"].split(":")
+        assert int(expiry) >= live.session.ends_at.timestamp() + 3600  # the session's end plus the margin
+        assert hello["member"] not in pseudonym  # coturn logs usernames: opaque, not the member id
+        assert credential["credential"] == turn_password(settings.TURN_SECRET, credential["username"])
+    assert lead_turn["username"] != pat_turn["username"]
