@@ -110,7 +110,17 @@ def test_compose_web_waits_for_healthy_services(compose):
     assert depends_on == {
         "postgres": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
+        "janus": {"condition": "service_started"},  # the broker reconnects if Janus comes up later
     }
+
+
+def test_compose_web_is_wired_to_janus_and_turn(compose):
+    env = compose["services"]["web"]["environment"]
+
+    assert env["JANUS_URLS"] == "ws://janus:8188"  # the compose network: the API is never published
+    assert "janus" in compose["services"] and "coturn" in compose["services"]
+    assert env["TURN_URLS"].startswith("turn:${MEDIA_PUBLIC_IP")
+    assert all(env[name].startswith("${") for name in ("JANUS_API_SECRET", "JANUS_ADMIN_KEY", "TURN_SECRET"))
 
 
 def test_compose_postgres_data_on_named_volume(compose):
