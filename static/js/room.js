@@ -4,6 +4,7 @@
 
 import { SessionSocket } from "./protocol.js";
 import { MeshTransport, QualityWatch } from "./rtc.js";
+import { SfuTransport } from "./sfu.js";
 import { LocalMedia, Chime, supportsSpeakerChoice } from "./devices.js";
 import { $, el, announce, clock, duration, confirmAction } from "./ui.js";
 import { TherapistPanel } from "./panel.js";
@@ -225,11 +226,23 @@ for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, (
 
 // --- the socket and media ----------------------------------------------------------------------
 
-const transport = new MeshTransport({
+// The media transport: peer to peer (a mesh) until the room says its media goes through the SFU.
+const transportHooks = {
   signal: (type, data, to) => socket.send(type, data, { to }),
+  send: (type, data) => socket.send(type, data),
   onRemoteStream: (member, stream) => attachStream(member, stream),
   onPeerState: () => {},
-});
+};
+let transport = new MeshTransport(transportHooks);
+
+function useMediaPath(room) {
+  const sfu = Boolean(room.media && room.media.mode === "sfu");
+  if (sfu === (transport.kind === "sfu")) return;
+  transport.closeAll();
+  transport = sfu ? new SfuTransport(transportHooks) : new MeshTransport(transportHooks);
+  transport.setLocalStream(media.stream);
+  transport.setAudioOnly(state.audioOnly);
+}
 
 const socket = new SessionSocket(config.wsPath, {
   onFrame: (frame) => handleFrame(frame),
@@ -253,6 +266,8 @@ const panel = isModerator
 // Tests (and support staff in the console) read connection stats through this; no inline script needed.
 window.telehealth = {
   peers: () => transport.connections(),
+  mediaPath: () => transport.kind,
+  memberStats: () => (transport.kind === "sfu" ? transport.memberStats() : null),
   socket,
   state,
   media,
@@ -348,6 +363,16 @@ const HANDLERS = {
   "signal.candidate"(frame) {
     transport.handleSignal(frame);
   },
+  "sfu.answer"(frame) {
+    if (transport.kind === "sfu") transport.handleSfu(frame);
+  },
+  "sfu.offer"(frame) {
+    if (transport.kind === "sfu") transport.handleSfu(frame);
+  },
+  "sfu.link"(frame) {
+    if (transport.kind === "sfu") transport.handleSfu(frame);
+  },
+  "sfu.talking"() {}, // the active speaker comes from the audio levels in sample(), as in a mesh
   "mod.muted"(frame) {
     state.mic = false;
     state.hardMuted = state.hardMuted || frame.hard;
@@ -494,8 +519,10 @@ function enterRoom(room) {
   const first = state.stage !== "room";
   showStage("room");
   applyRoom(room);
+  useMediaPath(room);
+  // Every room view brings fresh ICE servers (a TURN credential of our own): keep the latest.
+  transport.setIceServers(room.ice_servers);
   if (first) {
-    transport.setIceServers(room.ice_servers);
     $("settings-devices-home").append($("device-pickers"));
     selfTile();
     socket.send("media.state", { mic: state.mic, camera: state.camera && !state.audioOnly });
@@ -508,9 +535,13 @@ function enterRoom(room) {
     }, 150);
     if (panel) panel.start();
   }
-  // We are the newer connection: offer to everyone already here.
-  for (const member of state.roster.keys()) {
-    if (member !== state.me) transport.connectTo(member);
+  if (transport.kind === "sfu") {
+    transport.start(); // publish, and subscribe to everyone who publishes (again after a reconnect)
+  } else {
+    // We are the newer connection: offer to everyone already here.
+    for (const member of state.roster.keys()) {
+      if (member !== state.me) transport.connectTo(member);
+    }
   }
   syncControls();
   layoutGrid();

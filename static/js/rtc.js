@@ -53,6 +53,7 @@ export class MeshTransport {
    *          onPeerState: (member: string, state: string) => void}} hooks
    */
   constructor(hooks) {
+    this.kind = "mesh";
     this.hooks = hooks;
     this.peers = new Map();
     this.iceServers = [];

@@ -1,0 +1,246 @@
+// Media through the server's SFU (Janus), for rooms whose `room.media.mode` is "sfu".
+//
+// Two RTCPeerConnections whatever the size of the group: one that publishes this person's camera
+// and microphone, one that receives everyone else's streams (one `mid` per member and kind). The
+// browser never talks to Janus: it exchanges SDP and ICE candidates with our server in `sfu.*`
+// frames (docs/protocol.md), and the server builds every Janus request itself.
+//
+// Same surface as MeshTransport (rtc.js), so the UI does not care which one it has.
+
+import { classifyQuality } from "./rtc.js";
+
+export class SfuTransport {
+  /**
+   * @param {{send: (type: string, data: object) => void,
+   *          onRemoteStream: (member: string, stream: MediaStream) => void,
+   *          onPeerState: (member: string, state: string) => void}} hooks
+   */
+  constructor(hooks) {
+    this.kind = "sfu";
+    this.hooks = hooks;
+    this.iceServers = [];
+    this.localStream = null;
+    this.audioOnly = false;
+    this.pub = null;
+    this.sub = null;
+    this.midMember = new Map(); // subscriber mid -> member id (from the server's sfu.offer)
+    this.peers = new Map(); // member id -> their MediaStream (the UI reads .size)
+    this.last = null;
+    this.queue = Promise.resolve(); // subscriber offers, in arrival order
+  }
+
+  setIceServers(servers) {
+    this.iceServers = (servers || []).map((server) => {
+      const entry = { urls: server.urls };
+      if (server.username) entry.username = server.username;
+      if (server.credential) entry.credential = server.credential;
+      return entry;
+    });
+  }
+
+  setLocalStream(stream) {
+    this.localStream = stream;
+  }
+
+  /** Enter (or re-enter after a reconnect): publish, and subscribe to everyone who publishes. */
+  start() {
+    this.closeAll();
+    this.publish().catch((error) => console.warn("publish failed", error));
+    this.hooks.send("sfu.subscribe", { feeds: null });
+  }
+
+  trickle(handle, event) {
+    const c = event.candidate;
+    this.hooks.send(
+      "sfu.trickle",
+      c ? { handle, candidate: c.candidate, sdp_mid: c.sdpMid, sdp_mline_index: c.sdpMLineIndex } : { handle, candidate: "" },
+    );
+  }
+
+  async publish() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pub = pc;
+    const tracks = this.localStream ? this.localStream.getTracks() : [];
+    for (const track of tracks) {
+      const sending = track.kind === "video" && this.audioOnly ? null : track;
+      pc.addTransceiver(sending || track.kind, { direction: "sendonly", streams: this.localStream ? [this.localStream] : [] });
+    }
+    if (!tracks.some((t) => t.kind === "audio")) pc.addTransceiver("audio", { direction: "sendonly" });
+    pc.addEventListener("icecandidate", (event) => this.trickle("publisher", event));
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc === this.pub && pc.connectionState === "failed") this.republish();
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    this.hooks.send("sfu.publish", { sdp: pc.localDescription.sdp });
+  }
+
+  republish() {
+    if (this.pub) this.pub.close();
+    this.publish().catch((error) => console.warn("publish failed", error));
+  }
+
+  /** The server's answers and offers (sfu.answer, sfu.offer); sfu.link trouble starts over. */
+  handleSfu(frame) {
+    if (frame.type === "sfu.answer" && this.pub) {
+      this.pub.setRemoteDescription({ type: "answer", sdp: frame.sdp }).catch((error) => console.warn("answer", error));
+    } else if (frame.type === "sfu.offer") {
+      this.queue = this.queue.then(() => this.subscriberOffer(frame)).catch((error) => console.warn("offer", error));
+    } else if (frame.type === "sfu.link" && (frame.state === "hangup" || frame.state === "down")) {
+      this.start();
+    }
+  }
+
+  subscriber() {
+    if (this.sub) return this.sub;
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.sub = pc;
+    pc.addEventListener("icecandidate", (event) => this.trickle("subscriber", event));
+    pc.addEventListener("track", (event) => {
+      const member = this.midMember.get(event.transceiver.mid);
+      if (!member) return;
+      let stream = this.peers.get(member);
+      if (!stream) {
+        stream = new MediaStream();
+        this.peers.set(member, stream);
+      }
+      for (const old of stream.getTracks()) if (old.kind === event.track.kind) stream.removeTrack(old);
+      stream.addTrack(event.track);
+      if (event.track.kind === "video") event.track.enabled = !this.audioOnly;
+      this.hooks.onRemoteStream(member, stream);
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      for (const member of this.peers.keys()) this.hooks.onPeerState(member, pc.connectionState);
+    });
+    return pc;
+  }
+
+  async subscriberOffer(frame) {
+    for (const stream of frame.streams || []) this.midMember.set(stream.mid, stream.member);
+    const pc = this.subscriber();
+    await pc.setRemoteDescription({ type: "offer", sdp: frame.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.hooks.send("sfu.start", { sdp: pc.localDescription.sdp });
+  }
+
+  /** A new camera or microphone: swap it into the published connection without renegotiating. */
+  async replaceTrack(kind, track) {
+    if (!this.pub) return;
+    const jobs = [];
+    for (const transceiver of this.pub.getTransceivers()) {
+      if (transceiver.receiver.track && transceiver.receiver.track.kind === kind && !transceiver.stopped) {
+        const next = kind === "video" && this.audioOnly ? null : track;
+        if (transceiver.sender.track !== next) jobs.push(transceiver.sender.replaceTrack(next));
+      }
+    }
+    await Promise.allSettled(jobs);
+  }
+
+  /**
+   * Audio only: stop sending video, and stop showing what arrives. (The SFU keeps forwarding the
+   * others' video until per-subscriber layer choice arrives; the tiles show names instead.)
+   */
+  setAudioOnly(on) {
+    this.audioOnly = Boolean(on);
+    const video = this.localStream ? this.localStream.getVideoTracks()[0] || null : null;
+    this.replaceTrack("video", video).catch(() => {});
+    for (const stream of this.peers.values()) for (const track of stream.getVideoTracks()) track.enabled = !this.audioOnly;
+  }
+
+  /** The connections (tests read getStats through this). */
+  connections() {
+    const out = {};
+    if (this.pub) out.publisher = this.pub;
+    if (this.sub) out.subscriber = this.sub;
+    return out;
+  }
+
+  /** What arrives from each member over the subscriber connection: {member: {video: {...}, audio: {...}}}. */
+  async memberStats() {
+    const out = {};
+    if (!this.sub) return out;
+    const report = await this.sub.getStats();
+    report.forEach((r) => {
+      if (r.type !== "inbound-rtp") return;
+      const member = this.midMember.get(r.mid);
+      if (!member) return;
+      out[member] = out[member] || {};
+      out[member][r.kind] = {
+        framesDecoded: r.framesDecoded || 0,
+        bytesReceived: r.bytesReceived || 0,
+        totalSamplesReceived: r.totalSamplesReceived || 0,
+        packetsReceived: r.packetsReceived || 0,
+        packetsLost: Math.max(0, r.packetsLost || 0),
+        audioLevel: typeof r.audioLevel === "number" ? r.audioLevel : null,
+      };
+    });
+    return out;
+  }
+
+  connectTo() {} // the subscription covers everyone; the server pushes a new offer when someone joins
+
+  handleSignal() {} // no peer-to-peer signaling in an SFU room
+
+  removePeer(member) {
+    this.peers.delete(member);
+  }
+
+  closeAll() {
+    if (this.pub) this.pub.close();
+    if (this.sub) this.sub.close();
+    this.pub = this.sub = null;
+    this.midMember.clear();
+    this.peers.clear();
+    this.last = null;
+    this.queue = Promise.resolve();
+  }
+
+  /** Same shape as MeshTransport.sample(): quality per member (what we receive) and for ourselves. */
+  async sample() {
+    const peers = {};
+    const self = { quality: "unknown", loss: null, rtt: null, kbps: 0, audioLevel: null };
+    const now = { at: performance.now(), members: await this.memberStats().catch(() => ({})), sent: 0 };
+    let rtt = null;
+    let sentLoss = null;
+    if (this.pub) {
+      const report = await this.pub.getStats().catch(() => new Map());
+      report.forEach((r) => {
+        if (r.type === "outbound-rtp") now.sent += r.bytesSent || 0;
+        else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+          if (typeof r.currentRoundTripTime === "number") rtt = r.currentRoundTripTime;
+        } else if (r.type === "remote-inbound-rtp" && typeof r.fractionLost === "number") {
+          sentLoss = Math.max(sentLoss || 0, r.fractionLost);
+        } else if (r.type === "media-source" && r.kind === "audio" && typeof r.audioLevel === "number") {
+          self.audioLevel = r.audioLevel;
+        }
+      });
+    }
+    const last = this.last;
+    this.last = now;
+    const seconds = last ? Math.max(0.001, (now.at - last.at) / 1000) : 1;
+    const receiving = this.sub && this.sub.connectionState === "connected";
+    for (const [member, kinds] of Object.entries(now.members)) {
+      const before = (last && last.members[member]) || {};
+      let received = 0;
+      let lost = 0;
+      let bytes = 0;
+      for (const kind of ["audio", "video"]) {
+        const a = kinds[kind];
+        const b = before[kind];
+        if (!a || !b) continue;
+        received += a.packetsReceived - b.packetsReceived;
+        lost += a.packetsLost - b.packetsLost;
+        bytes += a.bytesReceived - b.bytesReceived;
+      }
+      const loss = received + lost > 0 ? Math.max(0, lost) / (received + lost) : null;
+      const quality = receiving ? classifyQuality({ loss, rtt }) : "unknown";
+      const audioLevel = kinds.audio ? kinds.audio.audioLevel : null;
+      peers[member] = { quality, loss, rtt, kbps: Math.round((bytes * 8) / 1000 / seconds), audioLevel };
+    }
+    if (this.pub && this.pub.connectionState === "connected") self.quality = classifyQuality({ loss: sentLoss, rtt });
+    else if (this.pub && this.pub.connectionState === "failed") self.quality = "poor";
+    self.rtt = rtt;
+    self.loss = sentLoss;
+    self.kbps = last ? Math.round(((now.sent - last.sent) * 8) / 1000 / seconds) : 0;
+    return { peers, self };
+  }
+}
