@@ -17,6 +17,7 @@ const SPEAKING_LEVEL = 0.04; // getStats audioLevel (0..1, linear); quiet speech
 const SPEAKER_HOLD_MS = 2000; // the large tile on a phone does not flit between people
 
 const state = {
+  media: null, // room.media: which path the media takes (p2p or sfu), and how many a mesh carries
   stage: "prejoin",
   me: null,
   role: null,
@@ -548,6 +549,7 @@ function enterRoom(room) {
 }
 
 function applyRoom(room) {
+  state.media = room.media || null;
   const present = new Set(room.roster.map((m) => m.member));
   for (const member of [...state.roster.keys()]) {
     if (!present.has(member)) {
@@ -648,7 +650,24 @@ function featuredMember() {
   return lead ? lead.member : null;
 }
 
+// Therapists only: a peer-to-peer room past what a mesh carries well (no SFU configured).
+function updateMeshNotice() {
+  const notice = document.getElementById("mesh-notice");
+  if (!notice || !state.media) return;
+  const limit = state.media.mesh_limit;
+  const people = state.roster.size;
+  const crowded = state.media.mode === "p2p" && limit && people > limit;
+  notice.hidden = !crowded;
+  if (crowded) {
+    notice.textContent =
+      `${people} people are connected peer to peer: each sends their video to everyone, so video may ` +
+      `stutter past ${limit}. Suggest audio only to anyone on a weak connection; your administrator ` +
+      "can set up the group video server (SFU) for larger groups.";
+  }
+}
+
 function layoutGrid() {
+  updateMeshNotice();
   const grid = $("grid");
   const featured = featuredMember();
   for (const tile of grid.children) {
