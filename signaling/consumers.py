@@ -579,13 +579,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._leave_groups(sorted(self.in_groups))
         await sfu.closed(self, 1000)  # nothing left at Janus (a no-op when _close did it)
         if self.actor is not None:
-            try:
-                changes = await self.call(live.disconnect)
-                await self.publish(changes)
-                if changes.updated or changes.waiting_list is not None:
-                    expire_later(self.channel_layer, self.session_id)
-            except DatabaseError:
-                log.warning("disconnect not recorded: database unavailable", exc_info=True)
+            record_disconnect(self.channel_layer, self.actor, self.member_id)
+
+
+def record_disconnect(layer, actor: live.Actor, member_id: str | None) -> None:
+    """Record a dropped connection in the background, so the consumer ends at once.
+
+    daphne cancels an application instance that outlives its socket by more than
+    application_close_timeout (10 s); behind a backlog on the database thread (a mass
+    disconnect under load) the disconnect would be cut off half-way and its Pub/Sub
+    subscription left behind (docs/performance.md). Epoch-checked in rooms.live, so a
+    reconnect that got in first is never undone. Peers then see "reconnecting".
+    """
+
+    async def run() -> None:
+        try:
+            changes = await db.run(live.disconnect, actor)
+            await fanout.publish(layer, actor.session_id, changes, sender=member_id)
+            if changes.updated or changes.waiting_list is not None:
+                expire_later(layer, actor.session_id)
+        except DatabaseError:
+            log.warning("disconnect not recorded: database unavailable")
+        except LAYER_ERRORS:
+            log.warning("disconnect not told to peers: channel layer unavailable")
+
+    task = asyncio.get_running_loop().create_task(run())
+    BACKGROUND.add(task)
+    task.add_done_callback(BACKGROUND.discard)
 
 
 def expire_later(layer, session_id) -> None:

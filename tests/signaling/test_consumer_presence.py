@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.sessions.backends.db import SessionStore
@@ -198,3 +200,26 @@ async def test_chat_whose_delivery_was_lost_arrives_at_the_next_check_once(live,
     assert (await pat.recv())["message"]["seq"] == 2
     assert (await lead.recv())["message"]["seq"] == 2
     await all_quiet(lead, pat)
+
+
+async def test_a_dropped_connection_ends_at_once_even_when_the_database_is_slow(live, sockets, pair, monkeypatch):
+    # daphne cancels an application that outlives its socket by 10 s: behind a slow database thread a
+    # disconnect must not keep the consumer alive (the record follows in the background).
+    lead, pat = pair
+    real_disconnect = live_domain.disconnect
+
+    def slow_disconnect(*args, **kwargs):
+        time.sleep(1.5)
+        return real_disconnect(*args, **kwargs)
+
+    monkeypatch.setattr(live_domain, "disconnect", slow_disconnect)
+    started = time.monotonic()
+
+    await pat.drop()
+    ended_after = time.monotonic() - started
+    told = await lead.recv()
+
+    assert ended_after < 0.5
+    assert told["type"] == "member.updated" and told["member"]["presence"] == "reconnecting"
+    assert time.monotonic() - started >= 1.5
+    assert (await seat(live.session, live.pat)).connected is False
