@@ -409,6 +409,21 @@ class MemberLink:
         self.candidates[SUBSCRIBER] = 0
         return Offer(sdp, self.sub.streams)
 
+    # --- simulcast ---
+
+    async def choose_layers(self, layers: dict[str, int]) -> None:
+        """Forward this simulcast layer (0 low .. 2 high) of each member's video to this subscriber.
+        Members this subscription does not carry (gone, or not publishing yet) are skipped."""
+        subscriber = self.sub.subscriber
+        if subscriber is None:
+            return
+        for stream in self.sub.streams:
+            if stream.kind == "video" and stream.member in layers:
+                try:
+                    await subscriber.choose_layer(stream.mid, layers[stream.member])
+                except (JanusError, *UNREACHABLE) as exc:
+                    raise _refused(exc) from None
+
     # --- trickle ---
 
     async def trickle(self, handle: str, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:

@@ -111,6 +111,10 @@ secrets or tokens:
 4. ``sfu.trickle`` sends one of your ICE candidates for the ``publisher`` or the
    ``subscriber`` connection (an empty ``candidate``: end of candidates). The
    server's candidates are in its SDP.
+5. Publish video with simulcast (three encodings, low to high) and say with
+   ``sfu.layers`` which picture you want of each member: ``low`` for thumbnails,
+   ``high`` for the spotlight or the active speaker. Members not named keep
+   their last choice (the highest at first); unknown members are ignored.
 
 ``sfu.talking`` says who is speaking (the active-speaker highlight); ``sfu.link``
 reports trouble on one of your connections (``slowlink``: packets lost;
@@ -227,6 +231,13 @@ class SfuStart(_Payload):
     sdp: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_BYTES)]
 
 
+class SfuLayers(_Payload):
+    """Simulcast: which picture to receive of each member, from your layout (``low`` for a thumbnail,
+    ``high`` for the spotlight or the active speaker)."""
+
+    layers: dict[MemberId, Literal["low", "high"]] = Field(max_length=MAX_SFU_FEEDS)
+
+
 class SfuTrickle(_Payload):
     """One ICE candidate of your ``publisher`` or ``subscriber`` connection; empty: end of candidates."""
 
@@ -296,6 +307,7 @@ CLIENT_MESSAGES: dict[str, tuple[type[_Payload], bool, bool]] = {
     "sfu.subscribe": (SfuSubscribe, False, False),
     "sfu.start": (SfuStart, False, False),
     "sfu.trickle": (SfuTrickle, False, False),
+    "sfu.layers": (SfuLayers, False, False),
     "media.state": (MediaState, False, False),
     "hand.raise": (Empty, False, False),
     "hand.lower": (Empty, False, False),

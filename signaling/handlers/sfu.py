@@ -177,6 +177,17 @@ async def trickle(conn: SessionConsumer, msg: ClientMessage) -> None:
     await _guarded(conn, msg, act)
 
 
+SUBSTREAM = {"low": 0, "high": 2}  # Janus picks the nearest layer the publisher actually sends
+
+
+async def layers(conn: SessionConsumer, msg: ClientMessage) -> None:
+    async def act(link: b.MemberLink) -> None:
+        await link.choose_layers({member: SUBSTREAM[quality] for member, quality in msg.data.layers.items()})
+        await conn.reply(p.build(p.Ack, re=msg.id))
+
+    await _guarded(conn, msg, act)
+
+
 # --- Janus events -------------------------------------------------------------------------------
 
 
@@ -217,4 +228,10 @@ async def _send_outputs(conn: SessionConsumer, outputs: list[b.Output]) -> None:
             await conn.reply(p.build(p.SfuLink, handle=output.handle, state=output.state, uplink=output.uplink))
 
 
-HANDLERS = {"sfu.publish": publish, "sfu.subscribe": subscribe, "sfu.start": start, "sfu.trickle": trickle}
+HANDLERS = {
+    "sfu.publish": publish,
+    "sfu.subscribe": subscribe,
+    "sfu.start": start,
+    "sfu.trickle": trickle,
+    "sfu.layers": layers,
+}

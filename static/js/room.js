@@ -668,6 +668,7 @@ function updateMeshNotice() {
 
 function layoutGrid() {
   updateMeshNotice();
+  if (transport.kind === "sfu") transport.setLayout({ spotlight: state.spotlight, speaker: state.speaker });
   const grid = $("grid");
   const featured = featuredMember();
   for (const tile of grid.children) {

@@ -9,6 +9,19 @@
 
 import { classifyQuality } from "./rtc.js";
 
+// Simulcast pictures, high to low (the order Janus reads them in); the SFU forwards one of them to
+// each subscriber (sfu.layers). Browsers send fewer layers from small cameras, so a camera under
+// 960 pixels wide sends two: full size and half size.
+function simulcastFor(track) {
+  const width = (track.getSettings && track.getSettings().width) || 640;
+  const layers = [
+    { rid: "h", maxBitrate: 1_200_000 },
+    { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  ];
+  if (width >= 960) layers.push({ rid: "l", scaleResolutionDownBy: 4, maxBitrate: 150_000 });
+  return layers;
+}
+
 export class SfuTransport {
   /**
    * @param {{send: (type: string, data: object) => void,
@@ -27,6 +40,8 @@ export class SfuTransport {
     this.peers = new Map(); // member id -> their MediaStream (the UI reads .size)
     this.last = null;
     this.queue = Promise.resolve(); // subscriber offers, in arrival order
+    this.layout = {};
+    this.sentLayers = "";
   }
 
   setIceServers(servers) {
@@ -63,7 +78,10 @@ export class SfuTransport {
     const tracks = this.localStream ? this.localStream.getTracks() : [];
     for (const track of tracks) {
       const sending = track.kind === "video" && this.audioOnly ? null : track;
-      pc.addTransceiver(sending || track.kind, { direction: "sendonly", streams: this.localStream ? [this.localStream] : [] });
+      const init = { direction: "sendonly", streams: this.localStream ? [this.localStream] : [] };
+      // Simulcast: three pictures of the camera; each subscriber gets the one its layout needs.
+      if (track.kind === "video") init.sendEncodings = simulcastFor(track);
+      pc.addTransceiver(sending || track.kind, init);
     }
     if (!tracks.some((t) => t.kind === "audio")) pc.addTransceiver("audio", { direction: "sendonly" });
     pc.addEventListener("icecandidate", (event) => this.trickle("publisher", event));
@@ -107,6 +125,7 @@ export class SfuTransport {
       stream.addTrack(event.track);
       if (event.track.kind === "video") event.track.enabled = !this.audioOnly;
       this.hooks.onRemoteStream(member, stream);
+      this.setLayout(this.layout); // a new member's picture: choose its layer too
     });
     pc.addEventListener("connectionstatechange", () => {
       for (const member of this.peers.keys()) this.hooks.onPeerState(member, pc.connectionState);
@@ -166,6 +185,7 @@ export class SfuTransport {
       out[member] = out[member] || {};
       out[member][r.kind] = {
         framesDecoded: r.framesDecoded || 0,
+        frameWidth: r.frameWidth || 0,
         bytesReceived: r.bytesReceived || 0,
         totalSamplesReceived: r.totalSamplesReceived || 0,
         packetsReceived: r.packetsReceived || 0,
@@ -174,6 +194,26 @@ export class SfuTransport {
       };
     });
     return out;
+  }
+
+  /**
+   * Which picture to receive of each member, from the layout: the spotlight large and everyone else
+   * a thumbnail; with no spotlight, a grid of up to four tiles is large enough for the high picture,
+   * past that only the active speaker gets it. Sent only when it changes.
+   */
+  setLayout({ spotlight = null, speaker = null } = {}) {
+    this.layout = { spotlight, speaker };
+    const members = [...this.peers.keys()];
+    if (!this.sub || members.length === 0) return;
+    const layers = {};
+    for (const member of members) {
+      const large = spotlight ? member === spotlight : members.length <= 3 || member === speaker;
+      layers[member] = large ? "high" : "low";
+    }
+    const key = JSON.stringify(layers);
+    if (key === this.sentLayers) return;
+    this.sentLayers = key;
+    this.hooks.send("sfu.layers", { layers });
   }
 
   connectTo() {} // the subscription covers everyone; the server pushes a new offer when someone joins
@@ -192,6 +232,7 @@ export class SfuTransport {
     this.peers.clear();
     this.last = null;
     this.queue = Promise.resolve();
+    this.sentLayers = "";
   }
 
   /** Same shape as MeshTransport.sample(): quality per member (what we receive) and for ourselves. */

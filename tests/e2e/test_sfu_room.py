@@ -31,6 +31,7 @@ async () => {
       audioBytes: kinds.audio ? kinds.audio.bytesReceived : 0,
       samples: kinds.audio ? kinds.audio.totalSamplesReceived : 0,
       width: video ? video.videoWidth : 0,
+      received: kinds.video ? kinds.video.frameWidth : 0,
     };
   });
 }
@@ -117,3 +118,26 @@ def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_se
         # Two connections whatever the group's size: one publishing, one receiving everyone.
         assert sorted(page.evaluate("() => Object.keys(window.telehealth.peers())")) == ["publisher", "subscriber"]
         assert all(s["width"] > 0 for s in stats)
+
+    # Simulcast: with the spotlight on Casey B., the others receive Casey's high picture and
+    # everyone else's low one (four equal tiles had all been high).
+    spotlit, thumbnail = "Casey B.", "Riley C."
+    group.therapist.get_by_label(f"More for {spotlit}").click()
+    group.therapist.get_by_role("button", name=f"Spotlight {spotlit}").click()
+    member_of = (
+        "(name) => [...document.querySelectorAll('.tile')].find((t) => t.textContent.includes(name)).dataset.member"
+    )
+    widths = """async ([big, small]) => {
+      const stats = await window.telehealth.memberStats();
+      return [stats[big].video.frameWidth, stats[small].video.frameWidth];
+    }"""
+    for page in (group.p1, group.therapist):
+        big, small = page.evaluate(member_of, spotlit), page.evaluate(member_of, thumbnail)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            spotlight_width, thumbnail_width = page.evaluate(widths, [big, small])
+            if spotlight_width >= 2 * thumbnail_width > 0:
+                break
+            page.wait_for_timeout(500)
+        assert spotlight_width >= 2 * thumbnail_width > 0, (spotlight_width, thumbnail_width)
+        print(f"simulcast: spotlight received {spotlight_width} px wide, a thumbnail {thumbnail_width} px")
