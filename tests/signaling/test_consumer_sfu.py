@@ -23,6 +23,7 @@ SFU_MESSAGES = [
     ("sfu.subscribe", {"feeds": None}),
     ("sfu.start", {"sdp": OFFER}),
     ("sfu.trickle", {"handle": "publisher", "candidate": ""}),
+    ("sfu.layers", {"layers": {"someone": "low"}}),
 ]
 
 
@@ -44,7 +45,7 @@ async def test_sfu_messages_in_a_mesh_session_refused_with_not_sfu(live, sockets
     await pat.send("ping")
 
     assert hello["room"]["media"] == mesh(2)
-    assert answers == [error("sfu.not_sfu", f"c-{n}") for n in range(1, 5)]
+    assert answers == [error("sfu.not_sfu", f"c-{n}") for n in range(1, len(SFU_MESSAGES) + 1)]
     assert (await pat.recv())["type"] == "pong"
     await all_quiet(lead)
 
@@ -128,3 +129,16 @@ async def test_sfu_rooms_of_sessions_that_ended_unseen_are_swept(live, sockets, 
         await asyncio.sleep(0.1)
     assert swept.destroyed_at is not None
     assert (await sync_to_async(SfuRoom.objects.get)(session=live.session)).destroyed_at is None
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [{"someone": "medium"}, {"not a member id!": "low"}, {f"m{n}": "low" for n in range(65)}, ["low"]],
+    ids=["unknown-quality", "bad-member-id", "too-many", "not-a-map"],
+)
+async def test_sfu_layers_with_bad_fields_refused_as_bad_payload(live, sockets, layers):
+    lead, _ = await sockets.enter(live.lead, live.session)
+
+    await lead.send("sfu.layers", {"layers": layers})
+
+    assert (await lead.recv())["code"] == "protocol.bad_payload"
