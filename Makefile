@@ -1,7 +1,7 @@
 # The few commands a person runs. Each installs what it needs first (scripts/lib.sh).
 # Extra pytest arguments: make test ARGS="-x -k join"
 
-.PHONY: demo test test-fast lint format check ci bench
+.PHONY: demo test test-fast lint format check ci bench bench-media
 
 demo:         ## install, migrate, seed and serve the demo on http://127.0.0.1:8000
 	bash scripts/demo
@@ -35,3 +35,8 @@ bench:        ## benchmarks against a bare relay; rewrites docs/performance.md (
 	.venv/bin/python scripts/deps.py bench > .venv/.requirements-bench.txt
 	.venv/bin/python -m pip install --quiet -r .venv/.requirements-bench.txt
 	.venv/bin/python -m bench.run --all $(ARGS)
+
+bench-media:  ## media benchmark: its own Janus + daphne, rooms of 4/8/12; rewrites its section of docs/performance.md
+	bash scripts/setup
+	@command -v janus >/dev/null || { echo "janus is not installed (apt-get install -y janus)"; exit 1; }
+	.venv/bin/python -m bench.media $(ARGS)
