@@ -428,6 +428,7 @@ class Bench:
             "memberships_after": state["memberships"],
             "groups_after": state["groups"],
             "pubsub_channels_after": state["pubsub_channels"],
+            "pubsub_other_after": state.get("pubsub_other", 0),
             "waited_s": samples[-1][0] if samples else 0,
             "samples": samples,
             "failed_group_discard_lines": log["group_discard"],

@@ -272,10 +272,19 @@ def layer_state(redis_url: str, prefix: str, sessions: set[str] | None = None) -
                 continue
             groups += 1
             members += client.zcard(key)
-        pubsub = len(client.pubsub_channels(f"{prefix}*"))
+        # Pub/Sub channels are global to the Redis server (not per database): with ``sessions``, count
+        # the group channels of this run's sessions, and the rest (other runs, connections' own
+        # channels, anything else subscribed under the prefix) apart.
+        names = [name.decode(errors="replace") for name in client.pubsub_channels(f"{prefix}*")]
+        ours = [n for n in names if sessions is None or set(_HEX32.findall(n)) & sessions]
     finally:
         client.close()
-    return {"groups": groups, "memberships": members, "pubsub_channels": pubsub}
+    return {
+        "groups": groups,
+        "memberships": members,
+        "pubsub_channels": len(ours),
+        "pubsub_other": len(names) - len(ours),
+    }
 
 
 def clear_layer(redis_url: str, prefix: str) -> int:
