@@ -46,6 +46,29 @@ export class QualityWatch {
 
 const WORSE = { unknown: 0, good: 1, fair: 2, poor: 3 };
 
+/** The room's ICE servers as RTCPeerConnection takes them (username and credential only when set). */
+export function iceServerList(servers) {
+  return (servers || []).map((server) => {
+    const entry = { urls: server.urls };
+    if (server.username) entry.username = server.username;
+    if (server.credential) entry.credential = server.credential;
+    return entry;
+  });
+}
+
+/** A new camera or microphone on these connections, without renegotiating (no video in audio-only mode). */
+export async function swapTrack(connections, kind, track, audioOnly) {
+  const next = kind === "video" && audioOnly ? null : track;
+  const jobs = [];
+  for (const pc of connections) {
+    for (const transceiver of pc.getTransceivers()) {
+      const ours = transceiver.receiver.track && transceiver.receiver.track.kind === kind && !transceiver.stopped;
+      if (ours && transceiver.sender.track !== next) jobs.push(transceiver.sender.replaceTrack(next));
+    }
+  }
+  await Promise.allSettled(jobs);
+}
+
 export class MeshTransport {
   /**
    * @param {{signal: (type: string, data: object, to: string) => void,
@@ -62,12 +85,7 @@ export class MeshTransport {
   }
 
   setIceServers(servers) {
-    this.iceServers = (servers || []).map((server) => {
-      const entry = { urls: server.urls };
-      if (server.username) entry.username = server.username;
-      if (server.credential) entry.credential = server.credential;
-      return entry;
-    });
+    this.iceServers = iceServerList(servers);
   }
 
   setLocalStream(stream) {
@@ -76,17 +94,7 @@ export class MeshTransport {
 
   /** A new camera or microphone: swap it into every connection without renegotiating. */
   async replaceTrack(kind, track) {
-    const jobs = [];
-    for (const peer of this.peers.values()) {
-      for (const transceiver of peer.pc.getTransceivers()) {
-        if (transceiver.receiver.track && transceiver.receiver.track.kind === kind && !transceiver.stopped) {
-          // In audio-only mode the video sender stays empty.
-          const next = kind === "video" && this.audioOnly ? null : track;
-          if (transceiver.sender.track !== next) jobs.push(transceiver.sender.replaceTrack(next));
-        }
-      }
-    }
-    await Promise.allSettled(jobs);
+    await swapTrack([...this.peers.values()].map((peer) => peer.pc), kind, track, this.audioOnly);
   }
 
   /**

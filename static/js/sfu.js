@@ -7,7 +7,7 @@
 //
 // Same surface as MeshTransport (rtc.js), so the UI does not care which one it has.
 
-import { classifyQuality } from "./rtc.js";
+import { classifyQuality, iceServerList, swapTrack } from "./rtc.js";
 
 // Simulcast pictures, high to low (the order Janus reads them in); the SFU forwards one of them to
 // each subscriber (sfu.layers). Browsers send fewer layers from small cameras, so a camera under
@@ -45,12 +45,7 @@ export class SfuTransport {
   }
 
   setIceServers(servers) {
-    this.iceServers = (servers || []).map((server) => {
-      const entry = { urls: server.urls };
-      if (server.username) entry.username = server.username;
-      if (server.credential) entry.credential = server.credential;
-      return entry;
-    });
+    this.iceServers = iceServerList(servers);
   }
 
   setLocalStream(stream) {
@@ -143,15 +138,7 @@ export class SfuTransport {
 
   /** A new camera or microphone: swap it into the published connection without renegotiating. */
   async replaceTrack(kind, track) {
-    if (!this.pub) return;
-    const jobs = [];
-    for (const transceiver of this.pub.getTransceivers()) {
-      if (transceiver.receiver.track && transceiver.receiver.track.kind === kind && !transceiver.stopped) {
-        const next = kind === "video" && this.audioOnly ? null : track;
-        if (transceiver.sender.track !== next) jobs.push(transceiver.sender.replaceTrack(next));
-      }
-    }
-    await Promise.allSettled(jobs);
+    await swapTrack(this.pub ? [this.pub] : [], kind, track, this.audioOnly);
   }
 
   /**

@@ -62,14 +62,16 @@ SENT_AUDIO_ENABLED = """
 """
 
 
-def wait_for_media(page, count: int, timeout: float = 25.0) -> list[dict]:
-    """`count` remote peers whose video is playing (frames decoded rising, a known size) and audio arriving."""
+def wait_for_media(page, count: int, timeout: float = 25.0, stats: str = MEDIA_STATS) -> list[dict]:
+    """`count` remote peers whose video is playing (frames decoded rising, a known size) and audio arriving.
+
+    ``stats`` reads them in the page: per peer connection (mesh), or per member of the SFU subscription."""
     deadline = time.monotonic() + timeout
     last: list[dict] = []
     while time.monotonic() < deadline:
-        first = {s["member"]: s for s in page.evaluate(MEDIA_STATS)}
+        first = {s["member"]: s for s in page.evaluate(stats)}
         page.wait_for_timeout(700)
-        last = page.evaluate(MEDIA_STATS)
+        last = page.evaluate(stats)
         flowing = [
             s
             for s in last

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.e2e.conftest import _stop, log_in, make_server, new_page
-from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin
+from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin, wait_for_media
 from tests.media.conftest import launch_janus, require_binary, stop_janus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.media]
@@ -31,6 +31,7 @@ async () => {
       audioBytes: kinds.audio ? kinds.audio.bytesReceived : 0,
       samples: kinds.audio ? kinds.audio.totalSamplesReceived : 0,
       width: video ? video.videoWidth : 0,
+      paused: video ? video.paused : true,
       received: kinds.video ? kinds.video.frameWidth : 0,
     };
   });
@@ -77,28 +78,6 @@ def group(sfu_server, media_browser):
             context.close()
 
 
-def media_through_the_sfu(page, count: int, timeout: float = 30) -> list[dict]:
-    """``count`` members' video decoding and audio arriving on this page, measured twice, 1 s apart."""
-    deadline = time.monotonic() + timeout
-    last: list[dict] = []
-    while time.monotonic() < deadline:
-        first = {s["member"]: s for s in page.evaluate(SFU_STATS)}
-        page.wait_for_timeout(1000)
-        last = page.evaluate(SFU_STATS)
-        flowing = [
-            s
-            for s in last
-            if s["member"] in first
-            and s["frames"] > first[s["member"]]["frames"]
-            and s["width"] > 0
-            and s["audioBytes"] > first[s["member"]]["audioBytes"]
-            and s["samples"] > first[s["member"]]["samples"]
-        ]
-        if len(flowing) == count and len(last) == count:
-            return last
-    raise AssertionError(f"expected {count} members' media through the SFU, got {last}")
-
-
 def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_server, group):
     server, join_path = sfu_server
     everyone = [group.therapist, group.p1, group.p2, group.p3]
@@ -113,7 +92,7 @@ def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_se
     for page in everyone:
         page.get_by_role("button", name="Mute microphone").wait_for()
     for page in everyone:
-        stats = media_through_the_sfu(page, 3)
+        stats = wait_for_media(page, 3, timeout=30, stats=SFU_STATS)
         assert page.evaluate("() => window.telehealth.mediaPath()") == "sfu"
         # Two connections whatever the group's size: one publishing, one receiving everyone.
         assert sorted(page.evaluate("() => Object.keys(window.telehealth.peers())")) == ["publisher", "subscriber"]
