@@ -94,6 +94,8 @@ class Broker:
         self._nodes: dict[str, _Node] = {}
         self._lock = asyncio.Lock()
         self._opened: set[tuple[str, str]] = set()  # (node, room) this process knows exist at Janus
+        self.failures: dict[str, int] = {}  # health checks failed in a row, per node (this process's view)
+        self._trouble = asyncio.Event()  # a node's socket closed: check the nodes now
 
     async def node(self, url: str) -> _Node:
         async with self._lock:
@@ -105,10 +107,39 @@ class Broker:
                 with contextlib.suppress(Exception):
                     await node.client.close()
             client = await JanusClient(url, self.api_secret).connect()
+            client.on_close = self._trouble.set
             control = await client.create_session()
             node = _Node(client, control, await VideoRoomAdmin.open(control, self.admin_key))
             self._nodes[url] = node
             return node
+
+    async def healthy(self, url: str, timeout: float) -> bool:
+        """One health check: the node's socket opens (again) and Janus answers ``info`` in time."""
+        try:
+            node = await asyncio.wait_for(self.node(url), timeout)
+            await asyncio.wait_for(node.client.info(), timeout)
+        except (JanusError, *UNREACHABLE):
+            return False
+        return True
+
+    async def check(self, url: str, timeout: float, failures_to_down: int) -> bool | None:
+        """A health check with this process's memory: False once ``failures_to_down`` checks in a
+        row failed, True when it passed, None while the verdict is still out."""
+        if await self.healthy(url, timeout):
+            self.failures[url] = 0
+            return True
+        self.failures[url] = self.failures.get(url, 0) + 1
+        return False if self.failures[url] >= failures_to_down else None
+
+    def suspect(self) -> None:
+        """A request to a node failed as unreachable: the health loop checks at once."""
+        self._trouble.set()
+
+    async def trouble(self, timeout: float) -> None:
+        """Wait until a node's socket closes or ``timeout`` passes (the health loop's pace)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._trouble.wait(), timeout)
+        self._trouble.clear()
 
     async def ensure_room(self, info: RoomInfo) -> bool:
         """Create the session's room at Janus unless it exists (idempotent across processes).

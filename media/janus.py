@@ -136,6 +136,7 @@ class JanusClient:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self.closed = asyncio.Event()
+        self.on_close: Callable[[], None] | None = None  # called once when the socket to Janus ends
 
     async def connect(self) -> JanusClient:
         self._ws = await websockets.connect(
@@ -212,6 +213,8 @@ class JanusClient:
             pass
         finally:
             self.closed.set()
+            if self.on_close is not None:
+                self.on_close()
             for future, _ in list(self._pending.values()):
                 if not future.done():
                     future.set_exception(JanusClosed())

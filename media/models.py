@@ -34,3 +34,20 @@ class SfuRoom(models.Model):
 
     def __str__(self) -> str:
         return f"sfu room of session {self.session_id}"
+
+
+class JanusNode(models.Model):
+    """What the server processes last concluded about one Janus node (one of JANUS_URLS).
+
+    A process marks a node down after it failed ``JANUS_HEALTH_FAILURES`` health checks in a row
+    (media.sfu.note_health); a down node gets no new sessions, and the first process to mark it
+    down moves its live rooms to another node. The first check that passes marks it up again.
+    """
+
+    url = models.CharField(max_length=200, unique=True)
+    down_since = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField()
+    moved_rooms = models.PositiveIntegerField(default=0, help_text="Live rooms moved off this node so far.")
+
+    def __str__(self) -> str:
+        return f"janus node {self.pk} ({'down' if self.down_since else 'up'})"

@@ -263,6 +263,10 @@ class Peer:
     conn: int | None = None
 
 
+# sfu.link states after which the client publishes and subscribes again (static/js/sfu.js too).
+SFU_RESTART_STATES = frozenset({"hangup", "down", "moved"})
+
+
 class SyntheticParticipant:
     """One synthetic person in one session. ``await start()``, then ``await admitted()``, ``close()``.
 
@@ -332,6 +336,8 @@ class SyntheticParticipant:
         self._mid_owner: dict[str, tuple[str, str]] = {}  # mid -> (member, kind)
         self._drained: set[str] = set()
         self._answers: dict[str, asyncio.Future] = {}
+        self.sfu_restarts = 0  # times the server said to publish and subscribe again (sfu.link)
+        self._sfu_restarting = asyncio.Lock()
 
     # --- lifecycle ---
 
@@ -560,6 +566,19 @@ class SyntheticParticipant:
             await self._on_sfu_offer(frame)
         elif frame["type"] == "sfu.talking":
             self.talking.append((frame["member"], frame["talking"]))
+        elif frame["type"] == "sfu.link" and frame["state"] in SFU_RESTART_STATES:
+            self._spawn(self._sfu_restart())
+
+    async def _sfu_restart(self) -> None:
+        """Start media over on fresh connections, as the browser does (the SFU dropped us, or the
+        session moved to another node); frame counts per member carry on."""
+        async with self._sfu_restarting:
+            self.sfu_restarts += 1
+            await self._close_sfu()
+            self._mid_owner.clear()
+            self._drained.clear()
+            self.sfu_published.clear()
+            await self._sfu_begin()
 
     async def _on_sfu_offer(self, frame: dict) -> None:
         if self.sfu_sub is None:

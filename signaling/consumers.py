@@ -497,6 +497,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._close(int(message["close"]))
         elif message.get("control") == fanout.MODERATION:
             await sfu.enforce(self)
+        elif message.get("control") == fanout.SFU_MOVED:
+            await sfu.moved(self)
 
     def _entitled(self, audience: str | None) -> bool:
         # Checked on arrival against this connection's own state: a stale group membership

@@ -10,7 +10,9 @@ already built and encoded (once, however many receive it), plus:
 - ``below_epoch``  only connections older than this epoch act (duplicate tabs)
 - ``control``      ``admitted``: the receiving connection moves into the room;
                    ``moderation``: it applies its seat's hard mute / camera block at
-                   the SFU (media.broker) after passing the frame on
+                   the SFU (media.broker) after passing the frame on;
+                   ``sfu.moved``: the session's SFU room moved to another Janus node,
+                   the connection drops its link to the old one
 - ``exclude``      a channel name that skips it (the sender, answered directly)
 - ``seq``          a chat message's number: lets a connection tell what it missed
 
@@ -32,6 +34,7 @@ ROOM = "room"
 MODERATORS = "mod"
 WAITING = "waiting"
 MODERATION = "moderation"
+SFU_MOVED = "sfu.moved"
 
 
 def event(

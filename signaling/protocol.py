@@ -729,11 +729,12 @@ class SfuTalking(ServerFrame):
 
 class SfuLink(ServerFrame):
     """Trouble on one of your SFU connections: ``slowlink`` (``uplink``: the SFU receiving from you),
-    ``hangup`` (publish or subscribe again) or ``down`` (the SFU dropped you: reconnect)."""
+    ``hangup`` (publish or subscribe again), ``down`` (the SFU dropped you: publish and subscribe
+    again) or ``moved`` (the session moved to another SFU node: publish and subscribe again)."""
 
     type: Literal["sfu.link"] = "sfu.link"
     handle: Literal["publisher", "subscriber"]
-    state: Literal["slowlink", "hangup", "down"]
+    state: Literal["slowlink", "hangup", "down", "moved"]
     uplink: bool | None = None
 
 

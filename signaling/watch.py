@@ -8,6 +8,10 @@ largest single cost of the service (docs/performance.md). Here one task per even
 loop asks ``rooms.live.survey`` about all of them in a constant number of read-only
 queries, and only the connections it names run their full check (``live.tick``).
 
+When Janus nodes are configured, a second task checks their health every
+``JANUS_HEALTH_SECONDS`` (at once when a node's socket closes): signaling.handlers.sfu
+marks a failing node down and moves its rooms.
+
 With the core Redis layer, group memberships live in Redis and a Redis restart
 empties them: the watcher also has every connection re-add its groups (the Pub/Sub
 layer keeps memberships in the process, and redis-py re-subscribes on reconnect).
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import DatabaseError
 
+from media.broker import get_broker
 from rooms import live
 from signaling import db
 from signaling.handlers import sfu
@@ -38,6 +43,7 @@ class Watcher:
     def __init__(self) -> None:
         self.connections: set[SessionConsumer] = set()
         self.task: asyncio.Task | None = None
+        self.nodes_task: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.chat_seq: dict = {}  # session id -> its chat number at the previous round
 
@@ -45,10 +51,12 @@ class Watcher:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             # A new event loop (a test's): connections of the old one are gone with it.
-            self.connections, self.task, self.loop, self.chat_seq = set(), None, loop, {}
+            self.connections, self.task, self.nodes_task, self.loop, self.chat_seq = set(), None, None, loop, {}
         self.connections.add(conn)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run(), name="session-watcher")
+        if settings.JANUS_URLS and (self.nodes_task is None or self.nodes_task.done()):
+            self.nodes_task = loop.create_task(self._watch_nodes(), name="janus-node-watcher")
 
     def discard(self, conn: SessionConsumer) -> None:
         self.connections.discard(conn)
@@ -64,6 +72,15 @@ class Watcher:
                     await sfu.sweep()  # one query: rooms of sessions that ended unseen
             except Exception:  # the watcher must outlive any one bad round
                 log.exception("periodic session check failed")
+
+    async def _watch_nodes(self) -> None:
+        broker = get_broker()
+        while self.connections:
+            await broker.trouble(float(settings.JANUS_HEALTH_SECONDS))
+            try:
+                await sfu.check_nodes()
+            except Exception:  # the watcher must outlive any one bad round
+                log.exception("janus node check failed")
 
     async def check_all(self) -> None:
         probes = {conn: conn.probe() for conn in list(self.connections)}

@@ -183,6 +183,11 @@ ICE_SERVERS = parse_ice_servers(env.str("ICE_SERVERS"))
 JANUS_URLS = env.list("JANUS_URLS", [])
 JANUS_API_SECRET = env.str("JANUS_API_SECRET", "") or ""
 JANUS_ADMIN_KEY = env.str("JANUS_ADMIN_KEY", "") or ""
+# Each process checks every node this often (an `info` request answered within the timeout); a node
+# failing this many checks in a row is marked down: no new sessions, its live rooms move elsewhere.
+JANUS_HEALTH_SECONDS = env.int("JANUS_HEALTH_SECONDS", 3, minimum=1, maximum=60)
+JANUS_HEALTH_TIMEOUT = env.int("JANUS_HEALTH_TIMEOUT", 2, minimum=1, maximum=30)
+JANUS_HEALTH_FAILURES = env.int("JANUS_HEALTH_FAILURES", 2, minimum=1, maximum=10)
 if _bad := [url for url in JANUS_URLS if not re.fullmatch(r"wss?://[^\s/?#]+(/[^\s?#]*)?", url)]:
     raise ImproperlyConfiguredEnv(f"JANUS_URLS entry {_bad[0]!r} is not a ws:// or wss:// URL (ws://127.0.0.1:8188)")
 if JANUS_URLS and (len(JANUS_API_SECRET) < 24 or len(JANUS_ADMIN_KEY) < 24):

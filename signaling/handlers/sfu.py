@@ -8,22 +8,28 @@ through the connection's own loop (``on_janus``) and become ``sfu.offer`` / ``sf
 events itself, so nothing is fanned out twice.
 
 Also here: what the session's lifecycle means at Janus (``admitted``, ``closed``,
-``after_command``) and the moderation enforced there (``enforce``).
+``after_command``), the moderation enforced there (``enforce``), and the health of the Janus
+nodes (``check_nodes``, run by signaling.watch): when a node is marked down its rooms move to
+another node and every member there is told ``sfu.link`` ``moved`` (``moved`` drops the old link;
+the client publishes and subscribes again, which claims the room where it is now).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from media import broker as b
 from media import sfu as sfu_rooms
 from media.janus import JanusError, JanusEvent
 from rooms import live
-from signaling import db, frames
+from signaling import db, fanout, frames, groups
 from signaling import protocol as p
 
 if TYPE_CHECKING:
@@ -130,6 +136,11 @@ async def _guarded(conn: SessionConsumer, msg: ClientMessage, action) -> None:
     try:
         await action(await _link(conn))
     except (_Refused, b.BrokerError) as exc:
+        if exc.code == b.UNAVAILABLE:
+            # Its node does not answer: check the nodes now, and re-read where the room is on the
+            # client's next try (it may have moved while the news of it was lost).
+            b.get_broker().suspect()
+            _forget_link(conn)
         await conn.reply(p.error(exc.code, re=msg.id))
 
 
@@ -202,9 +213,10 @@ async def on_janus(conn: SessionConsumer, handle: str, event: JanusEvent) -> Non
         return
     await _send_outputs(conn, outputs)
     if any(isinstance(o, b.LinkState) and o.state == "down" for o in outputs) and conn.link is link:
-        # Janus dropped this member (its session timed out, the node restarted, a newer tab took
-        # the feed id): start afresh on the next sfu.* message.
+        # Janus dropped this member (its session timed out, the node restarted or died, a newer tab
+        # took the feed id): start afresh on the next sfu.* message, at wherever the room is then.
         conn.link = None
+        conn.sfu_room = None
         await link.close()
 
 
@@ -216,6 +228,60 @@ async def sweep() -> None:
         return
     for session_id in ended:
         await release(session_id)
+
+
+# --- Janus nodes ---------------------------------------------------------------------------------
+
+_cleanups: set[asyncio.Task] = set()
+
+
+async def check_nodes() -> None:
+    """Check every configured node once (this process's view). A node this check marks down gets no
+    new sessions and its live rooms move; a node that answers again is marked up."""
+    broker = b.get_broker()
+    nodes = list(settings.JANUS_URLS)
+    for url in nodes:
+        verdict = await broker.check(url, settings.JANUS_HEALTH_TIMEOUT, settings.JANUS_HEALTH_FAILURES)
+        if verdict is None:
+            continue
+        try:
+            change = await db.run(sfu_rooms.note_health, url, verdict)
+            if change != sfu_rooms.DOWN:
+                if change == sfu_rooms.UP:
+                    log.warning("janus node %s answers again: it takes new sessions", url)
+                continue
+            moved = await db.run(sfu_rooms.move_rooms_off, url, nodes)
+        except DatabaseError:
+            log.warning("janus node health not recorded: database unavailable")
+            continue
+        log.warning("janus node %s is down: %d live rooms moved to other nodes", url, len(moved))
+        await _tell_moved(moved)
+
+
+async def _tell_moved(session_ids: list) -> None:
+    layer = get_channel_layer()
+    frame = p.build(p.SfuLink, handle="publisher", state="moved")
+    for session_id in session_ids:
+        try:
+            await layer.group_send(groups.room(session_id), fanout.event(fanout.ROOM, frame, control=fanout.SFU_MOVED))
+        except (RedisError, OSError, TimeoutError):  # the layer is down: members see the dead link themselves
+            log.warning("members of a moved room not told: channel layer unavailable")
+
+
+async def moved(conn: SessionConsumer) -> None:
+    """This session's room is on another node now: forget the old room and link (the client, told
+    ``moved``, publishes again; that claims the room at its new node). The old link is closed in the
+    background: its node may take a request timeout per call to refuse."""
+    _forget_link(conn)
+
+
+def _forget_link(conn: SessionConsumer) -> None:
+    link, conn.link = conn.link, None
+    conn.sfu_room = None
+    if link is not None:
+        task = asyncio.create_task(link.close())
+        _cleanups.add(task)
+        task.add_done_callback(_cleanups.discard)
 
 
 async def _send_outputs(conn: SessionConsumer, outputs: list[b.Output]) -> None:

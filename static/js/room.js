@@ -441,6 +441,8 @@ const HANDLERS = {
       modNote("A therapist turned your camera off; they have to allow it first.", true);
     } else if (frame.code === "resume.invalid") {
       socket.send("chat.history", { after_seq: 0 });
+    } else if (frame.code === "sfu.unavailable" && transport.kind === "sfu") {
+      transport.unavailable(); // its node is down: try again shortly (the server moves the session)
     } else {
       console.warn("server refused a message", frame.code, frame.detail);
     }

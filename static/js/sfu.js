@@ -22,6 +22,8 @@ function simulcastFor(track) {
   return layers;
 }
 
+const RESTART_STATES = new Set(["hangup", "down", "moved"]);
+
 export class SfuTransport {
   /**
    * @param {{send: (type: string, data: object) => void,
@@ -42,6 +44,8 @@ export class SfuTransport {
     this.queue = Promise.resolve(); // subscriber offers, in arrival order
     this.layout = {};
     this.sentLayers = "";
+    this.retryDelay = 0; // ms before starting over after sfu.unavailable; grows while it lasts
+    this.retryTimer = null;
   }
 
   setIceServers(servers) {
@@ -92,13 +96,26 @@ export class SfuTransport {
     this.publish().catch((error) => console.warn("publish failed", error));
   }
 
-  /** The server's answers and offers (sfu.answer, sfu.offer); sfu.link trouble starts over. */
+  /** The server could not reach the SFU node: start over after a growing pause (2 s .. 15 s). The
+   * server re-reads where the session's room is on every attempt, so this finds the new node. */
+  unavailable() {
+    if (this.retryTimer) return;
+    this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : 2000, 15000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.start();
+    }, this.retryDelay);
+  }
+
+  /** The server's answers and offers (sfu.answer, sfu.offer); sfu.link trouble starts over
+   * (hangup, down, or moved: the session is on another SFU node now). */
   handleSfu(frame) {
     if (frame.type === "sfu.answer" && this.pub) {
+      this.retryDelay = 0;
       this.pub.setRemoteDescription({ type: "answer", sdp: frame.sdp }).catch((error) => console.warn("answer", error));
     } else if (frame.type === "sfu.offer") {
       this.queue = this.queue.then(() => this.subscriberOffer(frame)).catch((error) => console.warn("offer", error));
-    } else if (frame.type === "sfu.link" && (frame.state === "hangup" || frame.state === "down")) {
+    } else if (frame.type === "sfu.link" && RESTART_STATES.has(frame.state)) {
       this.start();
     }
   }
@@ -212,6 +229,8 @@ export class SfuTransport {
   }
 
   closeAll() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     if (this.pub) this.pub.close();
     if (this.sub) this.sub.close();
     this.pub = this.sub = null;

@@ -212,13 +212,22 @@ def start_janus(tmp_path) -> Iterator:
         stop_janus(node)
 
 
-def launch_janus(binary: str, folder: Path, *, session_timeout: int = 60, rtp_ports: int = 60) -> Janus:
-    """Janus from a freshly generated safe config in ``folder``, listening when this returns."""
+def launch_janus(
+    binary: str,
+    folder: Path,
+    *,
+    session_timeout: int = 60,
+    rtp_ports: int = 60,
+    api_secret: str | None = None,
+    admin_key: str | None = None,
+) -> Janus:
+    """Janus from a freshly generated safe config in ``folder``, listening when this returns.
+    Nodes of one deployment share ``api_secret`` and ``admin_key`` (fresh ones by default)."""
     port = free_port()
     low, high = free_udp_range(rtp_ports)
     conf = janusconf.JanusConf(
-        api_secret=secrets.token_urlsafe(24),
-        admin_key=secrets.token_urlsafe(24),
+        api_secret=api_secret or secrets.token_urlsafe(24),
+        admin_key=admin_key or secrets.token_urlsafe(24),
         ws_ip="127.0.0.1",
         ws_port=port,
         rtp_port_range=(low, high),

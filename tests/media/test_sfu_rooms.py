@@ -9,7 +9,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from media import sfu
-from media.models import SfuRoom
+from media.models import JanusNode, SfuRoom
 from rooms import live
 from rooms.models import SessionStatus
 from tests.factories import make_live_clinic
@@ -87,3 +87,69 @@ def test_one_room_per_session_is_a_database_constraint(clinic):
         SfuRoom.objects.create(
             session=clinic.session, node=NODES[0], janus_room="x", secret="y", publishers=4, created_at=timezone.now()
         )
+
+
+# --- several nodes: health and moving rooms ------------------------------------------------------
+
+
+def test_a_node_marked_down_gets_no_new_sessions_until_it_answers_again(clinic):
+    assert sfu.note_health(NODES[0], False) == sfu.DOWN
+    assert sfu.note_health(NODES[0], False) is None  # already down: nothing changes, nobody moves twice
+
+    first = sfu.claim_room(clinic.session.pk, NODES)
+    assert first.node == NODES[1]  # the least loaded node (0 rooms) is down: the other one gets it
+
+    assert sfu.note_health(NODES[0], True) == sfu.UP
+    assert sfu.note_health(NODES[0], True) is None
+    assert sfu.claim_room(clinic.other_session.pk, NODES).node == NODES[0]
+
+
+def test_a_healthy_verdict_on_a_node_never_marked_down_writes_nothing(clinic, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        assert sfu.note_health(NODES[0], True) is None
+    assert not JanusNode.objects.exists()
+
+
+def test_when_every_node_is_down_a_session_still_gets_one_of_them(clinic):
+    for node in NODES:
+        sfu.note_health(node, False)
+
+    assert sfu.usable_nodes(NODES) == NODES
+    assert sfu.claim_room(clinic.session.pk, NODES).node == NODES[0]
+
+
+def test_move_rooms_off_re_pins_the_live_rooms_of_a_down_node_with_new_room_ids(clinic):
+    first = sfu.claim_room(clinic.session.pk, [NODES[0]])
+    second = sfu.claim_room(clinic.other_session.pk, [NODES[0]])
+    sfu.mark_opened(clinic.session.pk)
+    sfu.note_health(NODES[0], False)
+
+    moved = sfu.move_rooms_off(NODES[0], NODES)
+
+    assert set(moved) == {clinic.session.pk, clinic.other_session.pk}
+    now_first, now_second = (sfu.claim_room(s.pk, NODES) for s in (clinic.session, clinic.other_session))
+    assert (now_first.node, now_second.node) == (NODES[1], NODES[1])
+    assert now_first.room != first.room and now_second.room != second.room
+    assert now_first.secret == first.secret  # the secret stays: it never left the server
+    assert SfuRoom.objects.get(session=clinic.session).opened_at is None  # to be created on the new node
+    assert JanusNode.objects.get(url=NODES[0]).moved_rooms == 2
+    assert sfu.move_rooms_off(NODES[0], NODES) == []  # a second caller finds nothing left to move
+
+
+def test_move_rooms_off_leaves_destroyed_rooms_and_other_nodes_alone(clinic):
+    sfu.claim_room(clinic.session.pk, NODES)  # node a
+    sfu.claim_room(clinic.other_session.pk, NODES)  # node b
+    sfu.release_room(clinic.session.pk)
+
+    assert sfu.move_rooms_off(NODES[0], NODES) == []
+    assert sfu.move_rooms_off(NODES[1], NODES) == [clinic.other_session.pk]
+    assert SfuRoom.objects.get(session=clinic.other_session).node == NODES[0]
+
+
+def test_move_rooms_off_keeps_rooms_where_they_are_when_no_other_node_is_up(clinic):
+    claimed = sfu.claim_room(clinic.session.pk, NODES)
+    for node in NODES:
+        sfu.note_health(node, False)
+
+    assert sfu.move_rooms_off(claimed.node, NODES) == []
+    assert sfu.claim_room(clinic.session.pk, NODES) == claimed
