@@ -21,12 +21,14 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from websockets.exceptions import WebSocketException
 
+from media import layers
 from media.janus import (
     VIDEOROOM_NO_SUCH_FEED,
     VIDEOROOM_NO_SUCH_ROOM,
@@ -63,6 +65,8 @@ PUBLISHER = "publisher"
 SUBSCRIBER = "subscriber"
 MAX_CANDIDATES_PER_HANDLE = 64
 SUBSCRIBE_RETRIES = 5  # a feed announced before its PeerConnection is up answers 428 for a moment
+SUBSTREAM = {layers.LOW: 0, layers.HIGH: 2}  # Janus picks the nearest layer the publisher really sends
+LAYERS_DUE = "layers.due"  # our own event kind (never from Janus): re-fit the layers now
 
 
 class BrokerError(Exception):
@@ -299,6 +303,11 @@ class MemberLink:
         self.sub = _Subscription()
         self.closed = False
         self.moderation: tuple[bool, bool] = (False, False)  # (audio blocked, video blocked) at Janus
+        # Simulcast (media.layers): the layout's wishes, the budget, what each video mid forwards.
+        self.wanted_layers: dict[str, str] = {}
+        self.chosen_layers: dict[str, str] = {}
+        self.budget = layers.Budget()
+        self.forwarding: dict[str, tuple[str, str]] = {}  # mid -> (member, quality) configured at Janus
 
     # --- opening ---
 
@@ -382,6 +391,7 @@ class MemberLink:
         except (JanusError, *UNREACHABLE) as exc:
             raise _refused(exc) from None
         self.sub.negotiating = False
+        await self._apply_layers()  # a new member's picture (or a reused mid) gets its layer at once
         offer = await self._sync()  # feeds that came or went while the client answered
         return [offer] if offer else []
 
@@ -440,20 +450,48 @@ class MemberLink:
         self.candidates[SUBSCRIBER] = 0
         return Offer(sdp, self.sub.streams)
 
-    # --- simulcast ---
+    # --- simulcast and bandwidth ---
 
-    async def choose_layers(self, layers: dict[str, int]) -> None:
-        """Forward this simulcast layer (0 low .. 2 high) of each member's video to this subscriber.
+    async def choose_layers(self, wanted: dict[str, str], downlink_kbps: int | None = None) -> dict[str, str]:
+        """The subscriber's layout wishes (member -> off/low/high, most important first) and its own
+        downlink estimate (None: no limit seen). Returns what is forwarded now, after fitting."""
+        self.wanted_layers = dict(wanted)
+        self.budget.client_kbps = downlink_kbps
+        return await self._apply_layers()
+
+    async def _apply_layers(self) -> dict[str, str]:
+        """Configure at Janus what ``layers.fit`` decides, only for streams whose choice changed.
         Members this subscription does not carry (gone, or not publishing yet) are skipped."""
         subscriber = self.sub.subscriber
-        if subscriber is None:
-            return
+        if subscriber is None or not self.wanted_layers:
+            return {}
+        chosen = layers.fit(self.wanted_layers, self.budget.limit(time.monotonic()))
+        changes = []
         for stream in self.sub.streams:
-            if stream.kind == "video" and stream.member in layers:
-                try:
-                    await subscriber.choose_layer(stream.mid, layers[stream.member])
-                except (JanusError, *UNREACHABLE) as exc:
-                    raise _refused(exc) from None
+            quality = chosen.get(stream.member)
+            if stream.kind != "video" or quality is None or self.forwarding.get(stream.mid) == (stream.member, quality):
+                continue
+            if quality == layers.OFF:
+                changes.append({"mid": stream.mid, "send": False})
+            else:
+                changes.append({"mid": stream.mid, "send": True, "substream": SUBSTREAM[quality]})
+        if changes:
+            try:
+                await subscriber.configure_streams(changes)
+            except (JanusError, *UNREACHABLE) as exc:
+                raise _refused(exc) from None
+            owner = {s.mid: s.member for s in self.sub.streams}
+            for change in changes:
+                self.forwarding[change["mid"]] = (owner[change["mid"]], chosen[owner[change["mid"]]])
+        self.chosen_layers = chosen
+        return chosen
+
+    def _downlink_trouble(self) -> None:
+        """Janus loses packets on its way to this subscriber: cap the budget for a while, and look
+        again when the cap runs out (a LAYERS_DUE event through the connection's own queue)."""
+        self.budget.slowlink(self.chosen_layers or self.wanted_layers, time.monotonic())
+        loop = asyncio.get_running_loop()
+        loop.call_later(layers.SLOWLINK_SECONDS + 0.1, self._notify, SUBSCRIBER, JanusEvent(LAYERS_DUE, None))
 
     # --- trickle ---
 
@@ -506,7 +544,13 @@ class MemberLink:
                 if member:
                     return [Talking(member, event.kind == "talking")]
                 return []
+        if event.kind == LAYERS_DUE:
+            await self._apply_layers()  # a slowlink cap ran out: back to what the layout wants
+            return []
         if event.kind == "slowlink":
+            if handle == SUBSCRIBER and not data.get("uplink"):
+                self._downlink_trouble()
+                await self._apply_layers()
             return [LinkState(handle, "slowlink", bool(data.get("uplink")))]
         if event.kind == "hangup":
             return [LinkState(handle, "hangup")]

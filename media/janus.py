@@ -553,9 +553,10 @@ class Subscriber:
         data, jsep = await self.handle.message(body)
         return (str(jsep["sdp"]) if jsep else None), data
 
-    async def choose_layer(self, mid: str, substream: int) -> None:
-        """Simulcast: the layer (0 low .. 2 high) to forward on one subscribed stream."""
-        await self.handle.message({"request": "configure", "streams": [{"mid": mid, "substream": substream}]})
+    async def configure_streams(self, streams: list[dict]) -> None:
+        """Per subscribed stream, in one request: ``{"mid", "send": False}`` pauses forwarding it,
+        ``{"mid", "send": True, "substream": 0..2}`` forwards that simulcast layer (0 low .. 2 high)."""
+        await self.handle.message({"request": "configure", "streams": streams})
 
     async def leave(self) -> None:
         await self.handle.message({"request": "leave"})

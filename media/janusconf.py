@@ -121,6 +121,9 @@ certificates: {{
 }}
 media: {{
 \trtp_port_range = "{low}-{high}"
+\t# Lost packets per second on a PeerConnection that make Janus report slowlink (0 = never): the
+\t# broker lowers a subscriber's simulcast layers on it (media.layers).
+\tslowlink_threshold = 4
 }}
 nat: {{
 {chr(10).join(nat)}

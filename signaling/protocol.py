@@ -232,10 +232,14 @@ class SfuStart(_Payload):
 
 
 class SfuLayers(_Payload):
-    """Simulcast: which picture to receive of each member, from your layout (``low`` for a thumbnail,
-    ``high`` for the spotlight or the active speaker)."""
+    """Simulcast: which picture to receive of each member, from your layout, most important first
+    (``high`` for the spotlight or the active speaker, ``low`` for a thumbnail, ``off`` for none:
+    audio-only mode or a tile off screen), and what your downlink carries when you can tell
+    (``downlink_kbps``). The server lowers the layout's wishes to fit that, and on its own when
+    the SFU loses packets on the way to you."""
 
-    layers: dict[MemberId, Literal["low", "high"]] = Field(max_length=MAX_SFU_FEEDS)
+    layers: dict[MemberId, Literal["off", "low", "high"]] = Field(max_length=MAX_SFU_FEEDS)
+    downlink_kbps: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class SfuTrickle(_Payload):

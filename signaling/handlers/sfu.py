@@ -188,12 +188,9 @@ async def trickle(conn: SessionConsumer, msg: ClientMessage) -> None:
     await _guarded(conn, msg, act)
 
 
-SUBSTREAM = {"low": 0, "high": 2}  # Janus picks the nearest layer the publisher actually sends
-
-
 async def layers(conn: SessionConsumer, msg: ClientMessage) -> None:
     async def act(link: b.MemberLink) -> None:
-        await link.choose_layers({member: SUBSTREAM[quality] for member, quality in msg.data.layers.items()})
+        await link.choose_layers(dict(msg.data.layers), msg.data.downlink_kbps)
         await conn.reply(p.build(p.Ack, re=msg.id))
 
     await _guarded(conn, msg, act)

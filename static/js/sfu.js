@@ -24,6 +24,32 @@ function simulcastFor(track) {
 
 const RESTART_STATES = new Set(["hangup", "down", "moved"]);
 
+// What one forwarded stream costs, kbps: the same rough figures as the server's media/layers.py,
+// which makes the real decision; here they only tell when an estimate stops limiting anything.
+const LAYER_KBPS = { off: 0, low: 300, high: 1200 };
+const AUDIO_KBPS = 40;
+
+/** The kbps a layout asks for: {member: "off" | "low" | "high"} plus everyone's audio. */
+export function layoutKbps(layers) {
+  return Object.values(layers).reduce((sum, quality) => sum + LAYER_KBPS[quality] + AUDIO_KBPS, 0);
+}
+
+/**
+ * The next estimate of what this downlink carries (kbps, or null: no limit seen), from one second of
+ * what arrived: heavy loss means the link carries about what got through; clean seconds let the
+ * estimate grow until it no longer limits the layout (additive-increase, multiplicative-decrease
+ * in spirit). The server fits the simulcast layers to it (sfu.layers downlink_kbps).
+ */
+export function nextDownlinkEstimate(previous, { kbps, loss, wantedKbps }) {
+  if (loss !== null && loss >= 0.05 && kbps > 0) return Math.max(100, Math.round(kbps * 0.85));
+  if (previous === null) return null;
+  if (loss === null || loss < 0.02) {
+    const grown = Math.round(previous * 1.15);
+    return grown >= wantedKbps * 1.5 ? null : grown;
+  }
+  return previous;
+}
+
 export class SfuTransport {
   /**
    * @param {{send: (type: string, data: object) => void,
@@ -43,6 +69,8 @@ export class SfuTransport {
     this.last = null;
     this.queue = Promise.resolve(); // subscriber offers, in arrival order
     this.layout = {};
+    this.wantedLayers = {}; // member -> "off" | "low" | "high", most important first
+    this.downlinkKbps = null; // nextDownlinkEstimate's latest
     this.sentLayers = "";
     this.retryDelay = 0; // ms before starting over after sfu.unavailable; grows while it lasts
     this.retryTimer = null;
@@ -159,14 +187,15 @@ export class SfuTransport {
   }
 
   /**
-   * Audio only: stop sending video, and stop showing what arrives. (The SFU keeps forwarding the
-   * others' video until per-subscriber layer choice arrives; the tiles show names instead.)
+   * Audio only: stop sending video, and ask the SFU to stop forwarding everyone's video to us
+   * (every layer "off"), so a weak connection carries voices only; the tiles show names.
    */
   setAudioOnly(on) {
     this.audioOnly = Boolean(on);
     const video = this.localStream ? this.localStream.getVideoTracks()[0] || null : null;
     this.replaceTrack("video", video).catch(() => {});
     for (const stream of this.peers.values()) for (const track of stream.getVideoTracks()) track.enabled = !this.audioOnly;
+    this.setLayout(this.layout);
   }
 
   /** The connections (tests read getStats through this). */
@@ -203,21 +232,29 @@ export class SfuTransport {
   /**
    * Which picture to receive of each member, from the layout: the spotlight large and everyone else
    * a thumbnail; with no spotlight, a grid of up to four tiles is large enough for the high picture,
-   * past that only the active speaker gets it. Sent only when it changes.
+   * past that only the active speaker gets it; in audio-only mode none at all. The large ones go
+   * first (the server lowers the last ones first when the downlink is short).
    */
   setLayout({ spotlight = null, speaker = null } = {}) {
     this.layout = { spotlight, speaker };
     const members = [...this.peers.keys()];
-    if (!this.sub || members.length === 0) return;
+    const large = (member) => (spotlight ? member === spotlight : members.length <= 3 || member === speaker);
     const layers = {};
-    for (const member of members) {
-      const large = spotlight ? member === spotlight : members.length <= 3 || member === speaker;
-      layers[member] = large ? "high" : "low";
+    for (const member of [...members.filter(large), ...members.filter((m) => !large(m))]) {
+      layers[member] = this.audioOnly ? "off" : large(member) ? "high" : "low";
     }
-    const key = JSON.stringify(layers);
+    this.wantedLayers = layers;
+    this.sendLayers();
+  }
+
+  /** sfu.layers with the layout and the downlink estimate, when either changed. */
+  sendLayers() {
+    if (!this.sub || Object.keys(this.wantedLayers).length === 0) return;
+    const data = { layers: this.wantedLayers, downlink_kbps: this.downlinkKbps };
+    const key = JSON.stringify(data);
     if (key === this.sentLayers) return;
     this.sentLayers = key;
-    this.hooks.send("sfu.layers", { layers });
+    this.hooks.send("sfu.layers", data);
   }
 
   connectTo() {} // the subscription covers everyone; the server pushes a new offer when someone joins
@@ -283,11 +320,33 @@ export class SfuTransport {
       const audioLevel = kinds.audio ? kinds.audio.audioLevel : null;
       peers[member] = { quality, loss, rtt, kbps: Math.round((bytes * 8) / 1000 / seconds), audioLevel };
     }
+    if (last && receiving) this.updateDownlink(now.members, last.members, seconds);
     if (this.pub && this.pub.connectionState === "connected") self.quality = classifyQuality({ loss: sentLoss, rtt });
     else if (this.pub && this.pub.connectionState === "failed") self.quality = "poor";
     self.rtt = rtt;
     self.loss = sentLoss;
     self.kbps = last ? Math.round(((now.sent - last.sent) * 8) / 1000 / seconds) : 0;
     return { peers, self };
+  }
+
+  /** Everything that arrived over the receiving connection since the last sample -> the estimate. */
+  updateDownlink(members, before, seconds) {
+    let received = 0;
+    let lost = 0;
+    let bytes = 0;
+    for (const [member, kinds] of Object.entries(members)) {
+      for (const kind of ["audio", "video"]) {
+        const a = kinds[kind];
+        const b = before[member] && before[member][kind];
+        if (!a || !b) continue;
+        received += a.packetsReceived - b.packetsReceived;
+        lost += a.packetsLost - b.packetsLost;
+        bytes += a.bytesReceived - b.bytesReceived;
+      }
+    }
+    const loss = received + lost > 0 ? Math.max(0, lost) / (received + lost) : null;
+    const kbps = Math.round((bytes * 8) / 1000 / seconds);
+    this.downlinkKbps = nextDownlinkEstimate(this.downlinkKbps, { kbps, loss, wantedKbps: layoutKbps(this.wantedLayers) });
+    this.sendLayers();
   }
 }

@@ -120,3 +120,65 @@ def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_se
             page.wait_for_timeout(500)
         assert spotlight_width >= 2 * thumbnail_width > 0, (spotlight_width, thumbnail_width)
         print(f"simulcast: spotlight received {spotlight_width} px wide, a thumbnail {thumbnail_width} px")
+
+    # Audio only on a weak phone: the SFU stops forwarding video to that page (every layer "off"),
+    # its audio keeps coming, and the others are not affected; video comes back when asked.
+    set_audio_only(group.p1, "Switch to audio only")
+    group.p1.wait_for_timeout(1500)  # the request, and packets already on their way
+    paused = received(group.p1)
+    others_before = received(group.p2)
+    group.p1.wait_for_timeout(2000)
+    paused_after = received(group.p1)
+    others_after = received(group.p2)
+    for member, (frames, samples) in paused.items():
+        assert paused_after[member][0] == frames, ("video still forwarded in audio-only mode", member)
+        assert paused_after[member][1] > samples + 16_000, ("audio stopped", member)  # 2 s at 48 kHz is 96,000
+    # p2 still gets the video of the two who kept their cameras on (p1 sends none in audio-only mode).
+    both = set(others_before) & set(paused)
+    assert len(both) == 2 and all(others_after[m][0] > others_before[m][0] + 20 for m in both)
+
+    set_audio_only(group.p1, "Turn video back on")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        resumed = received(group.p1)
+        if all(resumed[m][0] > paused_after[m][0] + 10 for m in paused_after):
+            break
+        group.p1.wait_for_timeout(500)
+    assert all(resumed[m][0] > paused_after[m][0] + 10 for m in paused_after), (paused_after, resumed)
+
+
+def set_audio_only(page, button: str) -> None:
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("dialog").get_by_role("button", name=button).click()
+    page.get_by_role("button", name="Done").click()
+
+
+def received(page) -> dict[str, tuple[int, int]]:
+    """Per member on this page: (video frames decoded, audio samples received) so far."""
+    return {s["member"]: (s["frames"], s["samples"]) for s in page.evaluate(SFU_STATS)}
+
+
+def test_downlink_estimate_falls_with_loss_and_grows_back_until_it_limits_nothing(sfu_server, group):
+    # The pure part of sfu.js's bandwidth estimate, in the browser that runs it.
+    server, _ = sfu_server
+    page = group.p3
+    result = page.evaluate(
+        """async (base) => {
+          const {layoutKbps, nextDownlinkEstimate} = await import(base + "/static/js/sfu.js");
+          const wanted = layoutKbps({a: "high", b: "low", c: "low"});
+          const steps = [];
+          let estimate = null;
+          for (const [kbps, loss] of [[2000, 0], [1500, 0.12], [1200, 0.03], [1250, 0], [1300, 0], [1300, 0],
+                                      [1300, 0], [1300, 0], [1300, 0]]) {
+            estimate = nextDownlinkEstimate(estimate, {kbps, loss, wantedKbps: wanted});
+            steps.push(estimate);
+          }
+          return {wanted, steps, off: layoutKbps({a: "off"})};
+        }""",
+        server.url,
+    )
+    assert result["wanted"] == 1200 + 300 + 300 + 3 * 40 and result["off"] == 40
+    # clean: no limit; 12 % loss: 85 % of what arrived; 3 %: hold; clean seconds: +15 % each until
+    # it exceeds 1.5x what the layout wants, then no limit again.
+    assert result["steps"][:5] == [None, 1275, 1275, 1466, 1686]
+    assert result["steps"][-1] is None

@@ -196,6 +196,51 @@ async def test_sfu_hard_mute_stops_the_members_audio_at_janus_until_released(sfu
     assert all(p.errors == [] for p in group)
 
 
+async def test_sfu_layers_off_or_a_short_downlink_stops_video_to_that_subscriber_only(sfu_server):
+    # Audio-only mode (or a tile off screen): the subscriber asks for no picture of anyone; Janus stops
+    # forwarding those videos to it, keeps the audio, and forwards to the others as before.
+    ids = clinic(sfu_server)
+    group = [person(sfu_server, ids, name) for name in ("lead", "pat", "sam")]
+    lead, pat, sam = group
+    try:
+        for participant in group:
+            await participant.start()
+        await wait_for_frames(group, video=10, audio=25, timeout=30)
+
+        off = await pat.request("sfu.layers", {"layers": {lead.member_id: "off", sam.member_id: "off"}})
+        await asyncio.sleep(0.7)  # packets in flight
+        paused = {o.label: dict(counts(pat, o.member_id)) for o in (lead, sam)}
+        to_sam = counts(sam, lead.member_id)["video"]
+        await asyncio.sleep(1.5)
+        paused_after = {o.label: dict(counts(pat, o.member_id)) for o in (lead, sam)}
+        to_sam_after = counts(sam, lead.member_id)["video"]
+
+        back = await pat.request("sfu.layers", {"layers": {lead.member_id: "low", sam.member_id: "high"}})
+        await wait_for(
+            lambda: all(counts(pat, o.member_id)["video"] >= paused_after[o.label]["video"] + 10 for o in (lead, sam)),
+            10,
+            "video after asking for it again",
+        )
+
+        # The same wishes from a downlink that carries ~100 kbps: the server fits them to voices only.
+        wishes = {lead.member_id: "high", sam.member_id: "low"}
+        short = await pat.request("sfu.layers", {"layers": wishes, "downlink_kbps": 100})
+        await asyncio.sleep(0.7)
+        starved = {o.label: counts(pat, o.member_id)["video"] for o in (lead, sam)}
+        await asyncio.sleep(1.5)
+        starved_after = {o.label: counts(pat, o.member_id)["video"] for o in (lead, sam)}
+    finally:
+        await close_all(group)
+
+    assert off["type"] == "ack" and back["type"] == "ack" and short["type"] == "ack"
+    assert starved_after == starved
+    for label in ("lead", "sam"):
+        assert paused_after[label]["video"] == paused[label]["video"]  # 1.5 s at 15 fps would be 22 frames
+        assert paused_after[label]["audio"] - paused[label]["audio"] >= 40  # 50 frames/s of audio go on
+    assert to_sam_after - to_sam >= 15  # another subscriber is not affected
+    assert all(p.errors == [] for p in group)
+
+
 async def test_sfu_camera_block_stops_the_members_video_at_janus_until_released(sfu_server):
     ids = clinic(sfu_server)
     group = [person(sfu_server, ids, name) for name in ("lead", "pat", "sam")]
