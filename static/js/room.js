@@ -28,6 +28,8 @@ const state = {
   spotlight: null,
   speaker: null,
   speakerSince: 0,
+  talking: new Set(), // members the SFU says are talking (sfu.talking), in an SFU room
+  talkingEvents: 0,
   levels: new Map(), // member id -> last audio level
   quality: new Map(), // member id -> {quality, loss, rtt, kbps}
   waiting: [],
@@ -338,6 +340,7 @@ const HANDLERS = {
     const tile = tileFor(frame.member, false);
     if (tile) tile.remove();
     if (state.speaker === frame.member) state.speaker = null;
+    state.talking.delete(frame.member);
     if (info) announce(`${info.name} left.`);
     layoutGrid();
     if (panel) panel.roster();
@@ -373,7 +376,12 @@ const HANDLERS = {
   "sfu.link"(frame) {
     if (transport.kind === "sfu") transport.handleSfu(frame);
   },
-  "sfu.talking"() {}, // the active speaker comes from the audio levels in sample(), as in a mesh
+  "sfu.talking"(frame) {
+    // Janus's verdict from the audio-level header of each voice; sampleStats picks the speaker.
+    if (frame.talking) state.talking.add(frame.member);
+    else state.talking.delete(frame.member);
+    state.talkingEvents += 1;
+  },
   "mod.muted"(frame) {
     state.mic = false;
     state.hardMuted = state.hardMuted || frame.hard;
@@ -691,18 +699,23 @@ async function sampleStats() {
   if (state.stage !== "room") return;
   const { peers, self } = await transport.sample();
   state.lastSample = { peers, self }; // for support staff in the console (and the tests)
-  // Active speaker: the loudest remote voice over the threshold, held a little so it doesn't flicker.
+  // Active speaker, held a little so it doesn't flicker: in an SFU room the loudest of those the SFU
+  // says are talking (sfu.talking); otherwise (a mesh, or nobody talking) the loudest remote voice
+  // over the threshold.
   let loudest = null;
   let level = SPEAKING_LEVEL;
+  const talking = [...state.talking].filter((member) => state.roster.get(member)?.mic);
   for (const [member, figures] of Object.entries(peers)) {
     const info = state.roster.get(member);
     state.quality.set(member, figures);
     renderQuality(tileFor(member, false), figures, info ? `${info.name}'s connection` : "Connection");
-    if (info && info.mic && figures.audioLevel !== null && figures.audioLevel > level) {
+    if (!talking.length && info && info.mic && figures.audioLevel !== null && figures.audioLevel > level) {
       loudest = member;
       level = figures.audioLevel;
     }
   }
+  const loudness = (member) => (peers[member] && peers[member].audioLevel) || 0;
+  if (talking.length) loudest = talking.reduce((best, member) => (loudness(member) > loudness(best) ? member : best));
   const now = Date.now();
   if (loudest && loudest !== state.speaker && (now - state.speakerSince > SPEAKER_HOLD_MS || !state.speaker)) {
     state.speaker = loudest;

@@ -185,18 +185,39 @@ def screenshot(page, name: str, full_page: bool = True) -> Path:
 @pytest.fixture(scope="module")
 def media_browser():
     """Chromium that plays remote audio without a click first (the tests' stand-in for the Join click)."""
+    yield from launch_media_browser()
+
+
+def launch_media_browser(*extra_args: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
+            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required", *extra_args],
             headless=True,
         )
         try:
             yield browser
         finally:
             browser.close()
+
+
+def write_tone(path: Path, seconds: int = 4, frequency: int = 440) -> Path:
+    """A loud, steady 16-bit mono WAV tone: a fake microphone that talks all the time (chromium's own
+    fake device only beeps, too briefly for the SFU to call it talking)."""
+    import math
+    import struct
+    import wave
+
+    rate = 48_000
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        samples = (int(16_000 * math.sin(2 * math.pi * frequency * n / rate)) for n in range(rate * seconds))
+        out.writeframes(b"".join(struct.pack("<h", sample) for sample in samples))
+    return path
 
 
 AXE = ROOT / "tests" / "e2e" / "vendor" / "axe.min.js"

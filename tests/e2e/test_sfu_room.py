@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.conftest import _stop, log_in, make_server, new_page
+from tests.e2e.conftest import _stop, launch_media_browser, log_in, make_server, new_page, write_tone
 from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin, wait_for_media
 from tests.media.conftest import launch_janus, require_binary, stop_janus
 
@@ -61,11 +61,18 @@ def sfu_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def group(sfu_server, media_browser):
+def talking_browser(tmp_path_factory):
+    """Every page's microphone plays a steady tone: someone who talks, until they mute."""
+    tone = write_tone(tmp_path_factory.mktemp("tone") / "tone.wav")
+    yield from launch_media_browser(f"--use-file-for-fake-audio-capture={tone}")
+
+
+@pytest.fixture(scope="module")
+def group(sfu_server, talking_browser):
     server, _ = sfu_server
     contexts, pages = [], {}
     for key, username in [("therapist", "demo-lead"), ("p1", "demo-p01"), ("p2", "demo-p02"), ("p3", "demo-p03")]:
-        context, page, _watch = new_page(media_browser)
+        context, page, _watch = new_page(talking_browser)
         page.set_default_timeout(20_000)
         context.grant_permissions(["camera", "microphone"], origin=server.url)
         log_in(page, server, username)
@@ -120,6 +127,21 @@ def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_se
             page.wait_for_timeout(500)
         assert spotlight_width >= 2 * thumbnail_width > 0, (spotlight_width, thumbnail_width)
         print(f"simulcast: spotlight received {spotlight_width} px wide, a thumbnail {thumbnail_width} px")
+
+    # Janus's talking events drive the highlight: when everyone but p1 mutes, the others' pages hear
+    # from the SFU that p1 alone is talking, and p1's tile is the speaking one.
+    for page in (group.therapist, group.p2, group.p3):
+        page.get_by_role("button", name="Mute microphone").click()
+    talker = group.therapist.evaluate(member_of, "Jordan A.")
+    for page in (group.therapist, group.p2):
+        page.wait_for_function(
+            "(member) => { const s = window.telehealth.state;"
+            " return s.talking.size === 1 && s.talking.has(member) && s.speaker === member; }",
+            arg=talker,
+            timeout=15_000,
+        )
+        page.locator(f'.tile--speaking[data-member="{talker}"]').wait_for()
+        assert page.evaluate("() => window.telehealth.state.talkingEvents") > 0
 
     # Audio only on a weak phone: the SFU stops forwarding video to that page (every layer "off"),
     # its audio keeps coming, and the others are not affected; video comes back when asked.
