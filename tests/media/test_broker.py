@@ -31,8 +31,18 @@ CLINIC = SETUP.replace(
 }}))""",
     """    "sam": login_cookie(clinic.sam),
     "kim": login_cookie(clinic.kim),
+    "co": login_cookie(clinic.co),
+    "max": login_cookie(max_),
     "outsider": login_cookie(clinic.outsider),
 }}))""",
+).replace(
+    """print(json.dumps(""",
+    """from datetime import timedelta
+from accounts.models import Role
+from tests.factories import enroll, make_user
+max_ = make_user(Role.PARTICIPANT, first="Max", last="Fourth")
+enroll(max_, clinic.session.track, start=timezone.now().date() - timedelta(days=30))
+print(json.dumps(""",
 )
 ROOM_OF = """
 import json
@@ -85,24 +95,24 @@ def counts(participant: SyntheticParticipant, member: str) -> dict[str, int]:
     return participant.frames_from().get(member, {"audio": 0, "video": 0})
 
 
-async def test_sfu_group_of_four_each_receives_every_other_through_janus(sfu_server):
+async def test_sfu_group_of_six_each_receives_every_other_through_janus(sfu_server):
     ids = clinic(sfu_server)
-    group = [person(sfu_server, ids, name) for name in PEOPLE]
+    group = [person(sfu_server, ids, name) for name in (*PEOPLE, "co", "max")]
     try:
         welcomes = [await p.start() for p in group]
-        took = await wait_for_frames(group, video=15, audio=25, timeout=30)
+        took = await wait_for_frames(group, video=15, audio=25, timeout=40)
         room = janus_room_of(sfu_server, ids["session"])
     finally:
         await close_all(group)
 
-    assert [w["room"]["media"] for w in welcomes] == [SFU_MEDIA] * 4
+    assert [w["room"]["media"] for w in welcomes] == [SFU_MEDIA] * 6
     assert all(p.errors == [] and p.peers == {} for p in group)  # no P2P connection at all
     for me in group:
         assert set(me.frames_from()) == {p.member_id for p in group if p is not me}
     # Janus's room id and secret never reach a client (frames, offers) or the server's log.
     everything = json.dumps([p.frames for p in group]) + sfu_server.log.read_text()
     assert room["room"] not in everything and room["secret"] not in everything
-    print(f"4 members through the broker: 15 video + 25 audio frames of every feed everywhere after {took:.2f} s")
+    print(f"6 members through the broker: 15 video + 25 audio frames of every feed everywhere after {took:.2f} s")
 
 
 async def test_sfu_late_joiner_gets_every_feed_within_a_second_and_is_added_for_the_others(sfu_server):
