@@ -153,3 +153,21 @@ def test_move_rooms_off_keeps_rooms_where_they_are_when_no_other_node_is_up(clin
 
     assert sfu.move_rooms_off(claimed.node, NODES) == []
     assert sfu.claim_room(clinic.session.pk, NODES) == claimed
+
+
+def test_admin_shows_node_health_and_room_placement_read_only_without_the_secret(clinic, client):
+    from tests.rooms.test_admin import make_superuser
+
+    claimed = sfu.claim_room(clinic.session.pk, NODES)
+    sfu.note_health(NODES[1], False)
+    client.force_login(make_superuser())
+
+    nodes = client.get("/admin/media/janusnode/")
+    rooms = client.get("/admin/media/sfuroom/")
+    room = client.get(f"/admin/media/sfuroom/{SfuRoom.objects.get().pk}/change/")
+
+    assert nodes.status_code == rooms.status_code == room.status_code == 200
+    assert NODES[1] in nodes.text and "down" in nodes.text
+    assert NODES[0] in rooms.text
+    assert claimed.secret not in room.text and claimed.room not in room.text
+    assert client.get("/admin/media/janusnode/add/").status_code == 403
