@@ -22,12 +22,13 @@ def test_therapist_is_told_when_a_mesh_room_passes_four_people(tmp_path_factory,
     server, proc, log, arranged = make_server(tmp_path_factory, "mesh-notice", ARRANGE)
     session_id = arranged.splitlines()[-1]
     join_path = f"/sessions/{session_id}/join/"
+    synthetic_log = tmp_path_factory.mktemp("synthetic") / "synthetic.log"
     synthetic = subprocess.Popen(
         [sys.executable, "manage.py", "drop_synthetic_participants", "--session", session_id, "--count", "4"]
-        + ["--url", server.url, "--seconds", "60"],
+        + ["--url", server.url, "--seconds", "90"],
         cwd=ROOT,
         env=server.env,
-        stdout=subprocess.DEVNULL,
+        stdout=synthetic_log.open("w"),
         stderr=subprocess.STDOUT,
     )
     context, page, watch = new_page(media_browser)
@@ -36,7 +37,10 @@ def test_therapist_is_told_when_a_mesh_room_passes_four_people(tmp_path_factory,
         log_in(page, server, "demo-lead")
         open_prejoin(page, server, join_path)
         page.get_by_role("button", name="Enter as therapist").click()
-        page.locator("#waiting-list li").nth(3).wait_for()
+        try:
+            page.locator("#waiting-list li").nth(3).wait_for(timeout=60_000)
+        except Exception as exc:  # say what the synthetic participants did
+            raise AssertionError(synthetic_log.read_text()[-3000:] + log.read_text()[-3000:]) from exc
         notice = page.locator("#mesh-notice")
         assert notice.is_hidden()  # the therapist alone in the room
 
