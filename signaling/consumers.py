@@ -23,9 +23,10 @@ audited. An unhandled exception (1011) is a bug.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 
 from autobahn.exception import Disconnected
@@ -43,6 +44,7 @@ from rooms.models import SeatCapacity, SeatState
 from signaling import db, fanout, frames, groups
 from signaling import protocol as p
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
+from signaling.hub import get_hub
 from signaling.watch import WATCHER
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ ROUTE_SECONDS = 5.0
 
 # The loop's message type for an event Janus pushed to this connection's handles (never from a client).
 JANUS_EVENT = "janus.event"
+# The loop's message type for a hub delivery that waited in this connection's inbox.
+INBOX = "inbox"
 
 # Expiry timers of dropped seats outlive their consumer; kept here so they are not garbage collected.
 BACKGROUND: set[asyncio.Task] = set()
@@ -124,47 +128,68 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.sfu_room = None
         self.link = None
         self._janus_events: asyncio.Queue = asyncio.Queue()
+        # Layer messages come from the process's hub (signaling.hub): written at once while this
+        # connection is idle, queued here while it is busy (or when they need its loop), in order.
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._inbox_pending = 0  # queued hub messages not yet handled: later ones queue behind them
+        self._busy = False  # dispatch is running a handler (it may be awaiting the database)
 
     # --- the loop ------------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
-        # AsyncConsumer.__call__, plus a third source: this connection's own periodic check.
+        # AsyncConsumer.__call__, with our own sources: the socket, the hub's queued deliveries,
+        # this connection's own timed check, and Janus's events. No layer channel of its own: the
+        # process's hub receives for every local connection; the name only tells senders apart.
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        try:
-            self.channel_name = await self.channel_layer.new_channel()
-        except LAYER_ERRORS:
-            self.channel_name = None  # the Pub/Sub layer subscribes here: Redis is down; on_connect refuses
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.channel_name = f"conn.{uuid.uuid4().hex}"
         self.base_send = send
         try:
             await await_many_dispatch(
-                [receive, self._receive_from_layer, self._next_tick, self._next_janus_event], self.dispatch
+                [receive, self._next_inbox, self._next_tick, self._next_janus_event], self.dispatch
             )
         except StopConsumer:
             pass
+        finally:
+            # Whatever ended the consumer, the hub must not keep handing it messages.
+            hub = get_hub(self.channel_layer)
+            empty = hub.forget(self, self.in_groups)
+            self.in_groups = set()
+            if empty:
+                with contextlib.suppress(*LAYER_ERRORS):
+                    await hub.leave_empty(empty)
 
-    async def _receive_from_layer(self) -> dict:
-        # While Redis is down the layer raises on every receive: keep the socket, retry with backoff.
-        if self.channel_name is None:
-            await asyncio.Event().wait()  # no channel: nothing will ever come
-        delay = 0.25
-        while True:
-            try:
-                return await self.channel_receive()
-            except LAYER_ERRORS:
-                log.warning("channel layer receive failed; retrying in %.2fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    async def take(self, message: dict) -> None:
+        """A layer message for this connection, from the hub. Plain frames go out at once when the
+        connection is idle; otherwise, and for anything that needs this connection's loop (a close,
+        an admission, moderation at the SFU), the message waits in the inbox, in order."""
+        if self._busy or self._inbox_pending or "control" in message or "close" in message:
+            self._inbox_pending += 1
+            self._inbox.put_nowait(message)
+            return
+        await self.on_deliver(message)
+
+    async def _next_inbox(self) -> dict:
+        return {"type": INBOX, "message": await self._inbox.get()}
 
     async def dispatch(self, message: dict) -> None:
+        self._busy = True
+        try:
+            await self._dispatch(message)
+        finally:
+            self._busy = False
+
+    async def _dispatch(self, message: dict) -> None:
         # An explicit table instead of getattr(type): and no close_old_connections() hop per message
         # (AsyncConsumer's default): signaling.db cleans connections up when it can matter.
         kind = message.get("type")
         if kind == "websocket.receive":
             await self.on_frame(message)
-        elif kind == fanout.DELIVER:
-            await self.on_deliver(message)
+        elif kind == INBOX:
+            try:
+                await self.on_deliver(message["message"])
+            finally:
+                self._inbox_pending -= 1
         elif kind == "tick":
             await self.on_tick()
         elif kind == JANUS_EVENT:
@@ -213,15 +238,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self._check_due = True
         self._reschedule.set()
 
-    async def refresh_groups(self) -> None:
-        """Re-add this connection's groups (idempotent): a Redis restart empties the core layer's groups."""
-        if self.closing:
-            return
-        try:
-            await self._join_groups(sorted(self.in_groups))
-        except LAYER_ERRORS:
-            log.warning("could not refresh group memberships", exc_info=True)
-
     # --- handshake -----------------------------------------------------------------------------
 
     async def on_connect(self) -> None:
@@ -232,9 +248,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if user is None or not user.is_authenticated:
             await self._refuse(None, "auth.required")
-            return
-        if self.channel_name is None:
-            await self._unavailable("channel layer unavailable")
             return
         # Join the broadcast groups this person may need before the seat is read, so nothing
         # published between the read and the subscription is missed; the extras go after.
@@ -301,7 +314,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def _layer_send(self, group: str, message: dict) -> None:
         try:
-            await self.channel_layer.group_send(group, message)
+            await fanout.send(self.channel_layer, group, message)
         except LAYER_ERRORS:
             log.warning("fan-out failed: channel layer unavailable", exc_info=True)
 
@@ -329,15 +342,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self._leave_groups(sorted(self.in_groups - wanted))
 
     async def _join_groups(self, names: list[str]) -> None:
+        hub = get_hub(self.channel_layer)
         for name in names:
-            await self.channel_layer.group_add(name, self.channel_name)
+            await hub.join(name, self)
             self.in_groups.add(name)
 
     async def _leave_groups(self, names: list[str]) -> None:
+        hub = get_hub(self.channel_layer)
         for name in names:
             self.in_groups.discard(name)
             try:
-                await self.channel_layer.group_discard(name, self.channel_name)
+                await hub.leave(name, self)
             except Exception:  # a failed discard must not stop the others (the layer expires it later)
                 log.warning("group_discard failed", exc_info=True)
 

@@ -15,6 +15,8 @@ already built and encoded (once, however many receive it), plus:
                    the connection drops its link to the old one
 - ``exclude``      a channel name that skips it (the sender, answered directly)
 - ``seq``          a chat message's number: lets a connection tell what it missed
+- ``group``        the group it was sent to (``send`` adds it): each process's hub
+                   (signaling.hub) hands it to its local members of that group
 
 The layer is at-most-once: what must not be lost (chat, admissions) is in the
 database first, and clients resynchronise by sequence number.
@@ -63,6 +65,11 @@ def event(
     return message
 
 
+async def send(layer, group: str, message: dict) -> None:
+    """Send a layer message to ``group``, naming the group (the receiving process's hub routes by it)."""
+    await layer.group_send(group, {**message, "group": group})
+
+
 async def publish(
     layer, session_id: uuid.UUID, changes: live.Changes, *, sender: str | None, exclude: str | None = None
 ) -> None:
@@ -70,43 +77,43 @@ async def publish(
     arrive in the order they were published."""
     room, mods = groups.room(session_id), groups.moderators(session_id)
 
-    async def send(group: str, message: dict) -> None:
-        await layer.group_send(group, message)
+    async def to(group: str, message: dict) -> None:
+        await send(layer, group, message)
 
     if changes.ended:
         ended = event(ANY, p.build(p.Ended, sender=sender), close=4410)
-        await send(room, ended)
-        await send(groups.waiting(session_id), ended)
+        await to(room, ended)
+        await to(groups.waiting(session_id), ended)
         return
     for member_id in changes.admitted:
-        await send(groups.member(session_id, member_id), event(WAITING, control="admitted"))
+        await to(groups.member(session_id, member_id), event(WAITING, control="admitted"))
     for member_id, message in changes.denied:
         denied = p.build(p.Denied, sender=sender, message=message)
-        await send(groups.member(session_id, member_id), event(ANY, denied, close=4403))
+        await to(groups.member(session_id, member_id), event(ANY, denied, close=4403))
     for member_id in changes.removed:
-        await send(groups.member(session_id, member_id), event(ANY, p.build(p.Removed, sender=sender), close=4403))
+        await to(groups.member(session_id, member_id), event(ANY, p.build(p.Removed, sender=sender), close=4403))
     for view in changes.joined:
         joined = p.build(p.MemberJoined, sender=sender, member=frames.member_info(view))
-        await send(room, event(ROOM, joined, exclude=exclude))
+        await to(room, event(ROOM, joined, exclude=exclude))
     for view in changes.updated:
         updated = p.build(p.MemberUpdated, sender=sender, member=frames.member_info(view))
-        await send(room, event(ROOM, updated, exclude=exclude))
+        await to(room, event(ROOM, updated, exclude=exclude))
     for member_id in changes.left:
-        await send(room, event(ROOM, p.build(p.MemberLeft, sender=sender, member=member_id)))
+        await to(room, event(ROOM, p.build(p.MemberLeft, sender=sender, member=member_id)))
     for item in changes.notices:
         notice = frames.notice(item, sender=sender)
-        await send(groups.member(session_id, item.member_id), event(ROOM, notice, control=MODERATION))
+        await to(groups.member(session_id, item.member_id), event(ROOM, notice, control=MODERATION))
     if changes.spotlight_changed:
-        await send(room, event(ROOM, p.build(p.ModSpotlight, sender=sender, member=changes.spotlight)))
+        await to(room, event(ROOM, p.build(p.ModSpotlight, sender=sender, member=changes.spotlight)))
     if changes.locked is not None:
-        await send(room, event(ROOM, p.build(p.ModLocked, sender=sender, locked=changes.locked)))
+        await to(room, event(ROOM, p.build(p.ModLocked, sender=sender, locked=changes.locked)))
     if changes.hands is not None:
-        await send(mods, event(MODERATORS, p.build(p.Hands, sender=sender, queue=list(changes.hands))))
+        await to(mods, event(MODERATORS, p.build(p.Hands, sender=sender, queue=list(changes.hands))))
     if changes.waiting_list is not None:
-        await send(mods, event(MODERATORS, frames.waiting_list(changes.waiting_list, sender=sender)))
+        await to(mods, event(MODERATORS, frames.waiting_list(changes.waiting_list, sender=sender)))
     if changes.waiting_room is not None:
         waiting = p.build(p.Waiting, sender=sender, waiting=frames.waiting_state(changes.waiting_room))
-        await send(groups.waiting(session_id), event(WAITING, waiting))
+        await to(groups.waiting(session_id), event(WAITING, waiting))
     for member_id, info in changes.waiting_to:
         waiting = p.build(p.Waiting, sender=sender, waiting=frames.waiting_state(info))
-        await send(groups.member(session_id, member_id), event(WAITING, waiting))
+        await to(groups.member(session_id, member_id), event(WAITING, waiting))

@@ -13,7 +13,7 @@ When Janus nodes are configured, a second task checks their health every
 marks a failing node down and moves its rooms.
 
 With the core Redis layer, group memberships live in Redis and a Redis restart
-empties them: the watcher also has every connection re-add its groups (the Pub/Sub
+empties them: the watcher also has the process's hub re-add its groups (the Pub/Sub
 layer keeps memberships in the process, and redis-py re-subscribes on reconnect).
 """
 
@@ -25,13 +25,16 @@ import random
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from media.broker import get_broker
 from rooms import live
 from signaling import db
 from signaling.handlers import sfu
+from signaling.hub import get_hub
 
 if TYPE_CHECKING:
     from signaling.consumers import SessionConsumer
@@ -96,12 +99,14 @@ class Watcher:
             log.warning("periodic session check skipped: database unavailable")
             return
         self.chat_seq = result.chat_seq
-        refresh = settings.CHANNEL_LAYER_KIND == "core" and bool(settings.REDIS_URL)
         for conn, needs_check in zip(connections, result.due, strict=True):
             if needs_check:
                 conn.request_check()
-            if refresh:
-                await conn.refresh_groups()
+        if settings.CHANNEL_LAYER_KIND == "core" and settings.REDIS_URL:
+            try:
+                await get_hub(get_channel_layer()).refresh()
+            except (RedisError, OSError, TimeoutError):
+                log.warning("could not refresh group memberships", exc_info=True)
 
 
 WATCHER = Watcher()

@@ -86,6 +86,9 @@ REDIS_URL = env.str("REDIS_URL")
 # connections, with no per-member queue and no membership stored in Redis; "core" is
 # channels-redis's default layer (a sorted set per member, a capacity limit, group expiry).
 CHANNEL_LAYER_KIND = env.choice("CHANNEL_LAYER_KIND", "pubsub", {"pubsub", "core"})
+# Each process receives for all its connections on one channel (signaling.hub): the layers that
+# bound a channel's queue (in-memory, core; 100 by default) get room for a busy process's burst.
+HUB_CAPACITY = 10_000
 CHANNEL_LAYER_BACKENDS = {
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
     "core": "channels_redis.core.RedisChannelLayer",
@@ -101,8 +104,12 @@ if REDIS_URL:
             },
         }
     }
+    if CHANNEL_LAYER_KIND == "core":
+        CHANNEL_LAYERS["default"]["CONFIG"]["capacity"] = HUB_CAPACITY
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": HUB_CAPACITY}}
+    }
 
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"

@@ -260,7 +260,9 @@ async def _tell_moved(session_ids: list) -> None:
     frame = p.build(p.SfuLink, handle="publisher", state="moved")
     for session_id in session_ids:
         try:
-            await layer.group_send(groups.room(session_id), fanout.event(fanout.ROOM, frame, control=fanout.SFU_MOVED))
+            await fanout.send(
+                layer, groups.room(session_id), fanout.event(fanout.ROOM, frame, control=fanout.SFU_MOVED)
+            )
         except (RedisError, OSError, TimeoutError):  # the layer is down: members see the dead link themselves
             log.warning("members of a moved room not told: channel layer unavailable")
 
