@@ -359,11 +359,12 @@ def member_view(seat: Seat) -> MemberView:
 
 
 def _room_view(session: Session) -> RoomView:
-    seats = list(
-        Seat.objects.select_related("user")
-        .filter(session=session, state=SeatState.ADMITTED)
-        .order_by("admitted_at", "member_id")
-    )
+    seats = Seat.objects.select_related("user").filter(session=session, state=SeatState.ADMITTED)
+    return _room_view_of(session, _admitted_in_order(seats))
+
+
+def _room_view_of(session: Session, seats: list[Seat]) -> RoomView:
+    """The room view from the session's admitted seats, in admission order (users loaded)."""
     return RoomView(
         roster=tuple(member_view(s) for s in seats),
         spotlight=next((s.member_id for s in seats if s.pk == session.spotlight_id), None),
@@ -388,12 +389,25 @@ def _hands(session: Session) -> tuple[str, ...]:
 
 
 def _waiting_list(session: Session) -> tuple[WaitingView, ...]:
-    seats = (
-        Seat.objects.select_related("user")
-        .filter(session=session, state=SeatState.WAITING)
-        .order_by("waiting_since", "member_id")
-    )
+    seats = Seat.objects.select_related("user").filter(session=session, state=SeatState.WAITING)
+    return _waiting_list_of(_waiting_in_order(seats))
+
+
+def _waiting_list_of(seats) -> tuple[WaitingView, ...]:
+    """The waiting list from the session's waiting seats, longest waiting first (users loaded)."""
     return tuple(WaitingView(s.member_id, s.user.display_name, s.waiting_since, s.connected) for s in seats)
+
+
+# Orders are Python's, not the database's: the same on SQLite and PostgreSQL (whose collation would
+# order member ids differently), and the same whether a list was queried or built in memory.
+def _admitted_in_order(seats) -> list[Seat]:
+    admitted = [s for s in seats if s.state == SeatState.ADMITTED]
+    return sorted(admitted, key=lambda s: (s.admitted_at, s.member_id))
+
+
+def _waiting_in_order(seats) -> list[Seat]:
+    waiting = [s for s in seats if s.state == SeatState.WAITING]
+    return sorted(waiting, key=lambda s: (s.waiting_since, s.member_id))
 
 
 def _auto_admits(session: Session, now: datetime) -> bool:
@@ -491,14 +505,18 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
 
 def _join(session_id, user: User, now: datetime) -> JoinResult:
     session = _lock_session(session_id)
-    seat = Seat.objects.select_related("user").filter(session=session, user=user).first()
+    # Every seat of the session in one query (a session has tens at most): this person's seat, the
+    # participants present, and after the write the room and the waiting list, all from this list
+    # (the session row lock keeps it current: every change to seats of this session takes it).
+    seats = list(Seat.objects.select_related("user").filter(session=session))
+    seat = next((s for s in seats if s.user_id == user.pk), None)
     holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
-    present = (
-        Seat.objects.filter(
-            session=session, capacity=SeatCapacity.PARTICIPANT, state__in=[SeatState.WAITING, SeatState.ADMITTED]
-        )
-        .exclude(user=user)
-        .count()
+    present = sum(
+        1
+        for s in seats
+        if s.user_id != user.pk
+        and s.capacity == SeatCapacity.PARTICIPANT
+        and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
     facts = services.entry_facts(user, session, participants_present=present)
     if holds_place:
@@ -512,6 +530,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     created = seat is None
     if created:
         seat = Seat(session=session, user=user, capacity=capacity, state=SeatState.LEFT)
+        seats.append(seat)
     replaced = holds_place and seat.connected
     reconnected = holds_place and not created
     before = seat.state
@@ -540,7 +559,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     elif seat.state == SeatState.ADMITTED:
         changes.updated.append(me)  # connected again (or on a new tab): peers renegotiate media
     if before == SeatState.WAITING or seat.state == SeatState.WAITING:
-        changes.waiting_list = _waiting_list(session)
+        changes.waiting_list = _waiting_list_of(_waiting_in_order(seats))
     if reconnected and before == seat.state:
         _audit(AuditAction.RECONNECTED, session_id=session.pk, actor_id=user.pk, code="replaced" if replaced else "")
     else:
@@ -555,9 +574,9 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         epoch=seat.epoch,
         resume_token=token,
         replaced=replaced,
-        room=_room_view(session) if admitted else None,
+        room=_room_view_of(session, _admitted_in_order(seats)) if admitted else None,
         waiting=None if admitted else _waiting_info(session, seat, now),
-        waiting_list=_waiting_list(session) if admitted and seat.is_moderator else None,
+        waiting_list=_waiting_list_of(_waiting_in_order(seats)) if admitted and seat.is_moderator else None,
         changes=changes,
     )
 

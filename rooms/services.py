@@ -184,9 +184,13 @@ def entry_facts_for(user: User, sessions: Iterable[Session], *, participants_pre
     if user.role == Role.PARTICIPANT:
         for enrollment in Enrollment.objects.filter(participant=user, track_id__in=track_ids):
             enrollments_by_track[enrollment.track_id].append(enrollment)
-        explicit = set(
-            RosterEntry.objects.filter(participant=user, session_id__in=ids).values_list("session_id", flat=True)
-        )
+        explicit_ids = [s.id for s in sessions if not s.uses_track_roster]  # track sessions go by enrollment
+        if explicit_ids:
+            explicit = set(
+                RosterEntry.objects.filter(participant=user, session_id__in=explicit_ids).values_list(
+                    "session_id", flat=True
+                )
+            )
     removed = set(SessionRemoval.objects.filter(user=user, session_id__in=ids).values_list("session_id", flat=True))
 
     facts = {}

@@ -392,6 +392,27 @@ def test_survey_query_count_does_not_grow_with_connections(clinic, django_assert
     assert few.due == [False] and many.due == [False] * 5
 
 
+def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic):
+    # The lock, the seats (this person's, those present, the room and the waiting list all come from
+    # one list), the enrollment and removal facts, the seat write and the audit row: six statements
+    # in a room of three as in a room of one (nine before; a join storm's cost is mostly these).
+    join(clinic, clinic.lead)
+    join(clinic, clinic.sam)
+    join(clinic, clinic.kim)
+
+    with CaptureQueriesContext(connection) as joining:
+        pat, result = join(clinic, clinic.pat)
+
+    statements = [q["sql"] for q in joining.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == 6, statements
+    assert sum('FROM "rooms_seat"' in sql for sql in statements) == 1
+    # The room built from that list is the room a fresh read shows, in the same order.
+    assert result.room == live.room_snapshot(pat, now=NOW)
+    assert {m.name for m in result.room.roster} == {
+        person.display_name for person in (clinic.lead, clinic.sam, clinic.kim, clinic.pat)
+    }
+
+
 # --- waiting room and admission --------------------------------------------------------------------
 
 
