@@ -22,6 +22,9 @@ from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDe
 from django.urls import re_path  # noqa: E402
 
 from signaling.routing import websocket_urlpatterns  # noqa: E402
+from telehealth.autobahn_tuning import defer_connection_config_dump  # noqa: E402
+
+defer_connection_config_dump()
 
 
 def websocket_stack(inner):
