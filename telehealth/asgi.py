@@ -16,11 +16,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telehealth.settings")
 # Build the Django app first: it sets up the app registry the imports below need.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from signaling.auth import handshake_auth_stack  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 from telehealth.autobahn_tuning import defer_connection_config_dump  # noqa: E402
 
@@ -29,7 +29,7 @@ defer_connection_config_dump()
 
 def websocket_stack(inner):
     """Wrap a WebSocket app in the checks every handshake passes: origin, then session user."""
-    return AllowedHostsOriginValidator(AuthMiddlewareStack(inner))
+    return AllowedHostsOriginValidator(handshake_auth_stack(inner))
 
 
 application = ProtocolTypeRouter(

@@ -30,6 +30,22 @@ async def test_handshake_anonymous_refused_and_audited(live, sockets):
     assert await audit(REFUSED) == [(live.session.pk, None, None, "auth.required")]
 
 
+async def test_handshake_with_a_login_from_before_a_password_change_refused(live, sockets):
+    # The session cookie still names the user, but its auth hash no longer matches: logged out.
+    session_key = await sockets.login(live.pat)
+
+    def change_password():
+        live.pat.set_password("a-new-password-123")
+        live.pat.save()
+
+    await sync_to_async(change_password)()
+
+    accepted, _, _ = await sockets.connect(live.pat, live.session, session_key=session_key)
+
+    assert accepted is False
+    assert await audit(REFUSED) == [(live.session.pk, None, None, "auth.required")]
+
+
 @pytest.mark.parametrize("subprotocols", [(), ("telehealth.v2",), ("chat", "json")], ids=["none", "v2", "other"])
 async def test_handshake_without_protocol_version_refused_and_audited(live, sockets, subprotocols):
     accepted, _, _ = await sockets.connect(live.pat, live.session, subprotocols=subprotocols)
