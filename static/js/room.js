@@ -450,7 +450,7 @@ const HANDLERS = {
     } else if (frame.code === "resume.invalid") {
       socket.send("chat.history", { after_seq: 0 });
     } else if (frame.code === "sfu.unavailable" && transport.kind === "sfu") {
-      transport.unavailable(); // its node is down: try again shortly (the server moves the session)
+      transport.unavailable(frame.re); // its node is down: try again shortly (the server moves the session)
     } else {
       console.warn("server refused a message", frame.code, frame.detail);
     }

@@ -70,6 +70,8 @@ export class SfuTransport {
     this.queue = Promise.resolve(); // subscriber offers, in arrival order
     this.layout = {};
     this.wantedLayers = {}; // member -> "off" | "low" | "high", most important first
+    this.pubRequest = null; // id of the latest sfu.publish / sfu.subscribe: answers to older ones are stale
+    this.subRequest = null;
     this.downlinkKbps = null; // nextDownlinkEstimate's latest
     this.sentLayers = "";
     this.retryDelay = 0; // ms before starting over after sfu.unavailable; grows while it lasts
@@ -88,7 +90,7 @@ export class SfuTransport {
   start() {
     this.closeAll();
     this.publish().catch((error) => console.warn("publish failed", error));
-    this.hooks.send("sfu.subscribe", { feeds: null });
+    this.subRequest = this.hooks.send("sfu.subscribe", { feeds: null });
   }
 
   trickle(handle, event) {
@@ -116,7 +118,8 @@ export class SfuTransport {
       if (pc === this.pub && pc.connectionState === "failed") this.republish();
     });
     await pc.setLocalDescription(await pc.createOffer());
-    this.hooks.send("sfu.publish", { sdp: pc.localDescription.sdp });
+    if (pc !== this.pub) return; // started over meanwhile
+    this.pubRequest = this.hooks.send("sfu.publish", { sdp: pc.localDescription.sdp });
   }
 
   republish() {
@@ -126,8 +129,8 @@ export class SfuTransport {
 
   /** The server could not reach the SFU node: start over after a growing pause (2 s .. 15 s). The
    * server re-reads where the session's room is on every attempt, so this finds the new node. */
-  unavailable() {
-    if (this.retryTimer) return;
+  unavailable(re = null) {
+    if (this.retryTimer || (re && re !== this.pubRequest && re !== this.subRequest)) return; // a stale request's
     this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : 2000, 15000);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
@@ -138,6 +141,9 @@ export class SfuTransport {
   /** The server's answers and offers (sfu.answer, sfu.offer); sfu.link trouble starts over
    * (hangup, down, or moved: the session is on another SFU node now). */
   handleSfu(frame) {
+    // After starting over (a reconnect, the session moving to another SFU node) an answer or offer
+    // to an earlier request may still arrive: it belongs to connections that are gone.
+    if (frame.re && frame.re !== this.pubRequest && frame.re !== this.subRequest) return;
     if (frame.type === "sfu.answer" && this.pub) {
       this.retryDelay = 0;
       this.pub.setRemoteDescription({ type: "answer", sdp: frame.sdp }).catch((error) => console.warn("answer", error));
