@@ -44,7 +44,6 @@ import re
 import secrets
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -88,26 +87,6 @@ class JanusNode:
     process: subprocess.Popen
 
 
-def free_udp_range(width: int) -> tuple[int, int]:
-    """``width`` consecutive UDP ports on 127.0.0.1 that are free right now (Janus's RTP range)."""
-    rng = secrets.SystemRandom()
-    for _ in range(200):
-        low = rng.randrange(20000, 60000 - width)
-        held: list[socket.socket] = []
-        try:
-            for port in range(low, low + width):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind((targets.HOST, port))
-            return low, low + width - 1
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no free UDP port range")
-
-
 def start_janus(folder: Path, rtp_ports: int = 200) -> JanusNode:
     """Janus from a freshly generated safe config (loopback, its own API port and RTP range)."""
     from media import janusconf
@@ -118,7 +97,7 @@ def start_janus(folder: Path, rtp_ports: int = 200) -> JanusNode:
         admin_key=secrets.token_urlsafe(24),
         ws_ip=targets.HOST,
         ws_port=port,
-        rtp_port_range=free_udp_range(rtp_ports),
+        rtp_port_range=janusconf.free_udp_range(rtp_ports, targets.HOST),
         loopback=True,
     )
     janusconf.write(conf, folder)

@@ -25,6 +25,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,27 @@ def conf_from_args(args: argparse.Namespace, environ: dict[str, str]) -> JanusCo
         nat_1_1_mapping=args.nat_1_1,
         lib_dir=args.lib_dir,
     )
+
+
+def free_udp_range(width: int, host: str = "127.0.0.1") -> tuple[int, int]:
+    """``width`` consecutive UDP ports on ``host`` that are free right now: an RTP range for a Janus
+    (or a relay range for a coturn) started next to others on one machine (tests, benchmarks)."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        low = rng.randrange(20000, 60000 - width)
+        held: list[socket.socket] = []
+        try:
+            for port in range(low, low + width):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind((host, port))
+            return low, low + width - 1
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no free UDP port range")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from media import coturnconf, janusconf
+from media.janusconf import free_udp_range
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,26 +54,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 continue
             return port
     raise AssertionError("no free port")
-
-
-def free_udp_range(width: int) -> tuple[int, int]:
-    """A run of ``width`` UDP ports that are free right now (relay / RTP ranges of our own)."""
-    rng = secrets.SystemRandom()
-    for _ in range(200):
-        low = rng.randrange(20000, 60000 - width)
-        held = []
-        try:
-            for port in range(low, low + width):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return low, low + width - 1
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError("no free UDP port range")
 
 
 def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):

@@ -95,6 +95,21 @@ def counts(participant: SyntheticParticipant, member: str) -> dict[str, int]:
     return participant.frames_from().get(member, {"audio": 0, "video": 0})
 
 
+async def start_flowing(group: list[SyntheticParticipant]) -> None:
+    """Start everyone and wait until each has 10 video and 25 audio frames of every other one."""
+    for participant in group:
+        await participant.start()
+    await wait_for_frames(group, video=10, audio=25, timeout=30)
+
+
+async def counts_over_a_window(observers, member: str) -> tuple[dict, dict]:
+    """What each observer has of ``member``'s media 0.7 s after a change (packets in flight) and 1.5 s later."""
+    await asyncio.sleep(0.7)
+    first = {p.label: dict(counts(p, member)) for p in observers}
+    await asyncio.sleep(1.5)
+    return first, {p.label: dict(counts(p, member)) for p in observers}
+
+
 async def test_sfu_group_of_six_each_receives_every_other_through_janus(sfu_server):
     ids = clinic(sfu_server)
     group = [person(sfu_server, ids, name) for name in (*PEOPLE, "co", "max")]
@@ -182,15 +197,10 @@ async def test_sfu_hard_mute_stops_the_members_audio_at_janus_until_released(sfu
     group = [person(sfu_server, ids, name) for name in ("lead", "pat", "sam")]
     lead, pat, sam = group
     try:
-        for participant in group:
-            await participant.start()
-        await wait_for_frames(group, video=10, audio=25, timeout=30)
+        await start_flowing(group)
 
         await lead.send("mod.mute", {"member": pat.member_id, "hard": True})
-        await asyncio.sleep(0.7)
-        muted = {p.label: dict(counts(p, pat.member_id)) for p in (lead, sam)}
-        await asyncio.sleep(1.5)
-        muted_after = {p.label: dict(counts(p, pat.member_id)) for p in (lead, sam)}
+        muted, muted_after = await counts_over_a_window((lead, sam), pat.member_id)
         await lead.send("mod.release_mute", {"member": pat.member_id})
         await wait_for(
             lambda: all(counts(p, pat.member_id)["audio"] >= muted_after[p.label]["audio"] + 25 for p in (lead, sam)),
@@ -213,9 +223,7 @@ async def test_sfu_layers_off_or_a_short_downlink_stops_video_to_that_subscriber
     group = [person(sfu_server, ids, name) for name in ("lead", "pat", "sam")]
     lead, pat, sam = group
     try:
-        for participant in group:
-            await participant.start()
-        await wait_for_frames(group, video=10, audio=25, timeout=30)
+        await start_flowing(group)
 
         off = await pat.request("sfu.layers", {"layers": {lead.member_id: "off", sam.member_id: "off"}})
         await asyncio.sleep(0.7)  # packets in flight
@@ -256,15 +264,10 @@ async def test_sfu_camera_block_stops_the_members_video_at_janus_until_released(
     group = [person(sfu_server, ids, name) for name in ("lead", "pat", "sam")]
     lead, pat, sam = group
     try:
-        for participant in group:
-            await participant.start()
-        await wait_for_frames(group, video=10, audio=25, timeout=30)
+        await start_flowing(group)
 
         await lead.send("mod.camera_off", {"member": pat.member_id, "hard": True})
-        await asyncio.sleep(0.7)
-        blocked = {p.label: dict(counts(p, pat.member_id)) for p in (lead, sam)}
-        await asyncio.sleep(1.5)
-        blocked_after = {p.label: dict(counts(p, pat.member_id)) for p in (lead, sam)}
+        blocked, blocked_after = await counts_over_a_window((lead, sam), pat.member_id)
         await lead.send("mod.release_camera", {"member": pat.member_id})
         await wait_for(
             lambda: all(counts(p, pat.member_id)["video"] >= blocked_after[p.label]["video"] + 10 for p in (lead, sam)),
