@@ -166,6 +166,16 @@ def new_page(browser, **context_options):
     return context, page, CspWatch(page)
 
 
+def media_page(browser, server: DemoServer, username: str, **context_options):
+    """``new_page`` for someone in a room: logged in, camera and microphone allowed, and the longer
+    timeout pages encoding and decoding each other's video need on two shared cores."""
+    context, page, watch = new_page(browser, **context_options)
+    page.set_default_timeout(20_000)
+    context.grant_permissions(["camera", "microphone"], origin=server.url)
+    log_in(page, server, username)
+    return context, page, watch
+
+
 def log_in(page, server: DemoServer, username: str, password: str = DEMO_PASSWORD) -> None:
     page.goto(f"{server.url}/")
     # Anonymous visitors land on the login page.

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.conftest import _stop, axe_violations, log_in, make_server, new_page, screenshot
+from tests.e2e.conftest import _stop, axe_violations, log_in, make_server, media_page, new_page, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +98,13 @@ def join_and_wait(page, server, join_path: str) -> None:
     page.get_by_role("heading", name="Your therapist will let you in").wait_for()
 
 
+def set_audio_only(page, button: str) -> None:
+    """Settings -> "Switch to audio only" or "Turn video back on" -> Done."""
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("dialog").get_by_role("button", name=button).click()
+    page.get_by_role("button", name="Done").click()
+
+
 def tile(page, name: str):
     return page.locator(".tile", has=page.locator(".tile__name", has_text=name))
 
@@ -126,11 +133,7 @@ def people(room_server, media_browser):
     for key, username in [("therapist", "demo-lead"), ("p1", "demo-p01"), ("p2", "demo-p02"), ("p3", "demo-p03")]:
         # Therapists run groups from a desktop screen; participants here from a laptop.
         size = {"viewport": {"width": 1440, "height": 900}} if key == "therapist" else {}
-        context, page, watch = new_page(media_browser, **size)
-        # Four pages encoding and decoding each other's video share two cores with everything else.
-        page.set_default_timeout(20_000)
-        context.grant_permissions(["camera", "microphone"], origin=server.url)
-        log_in(page, server, username)
+        context, page, watch = media_page(media_browser, server, username, **size)
         contexts.append(context)
         watches.append(watch)
         pages[key] = page
@@ -406,9 +409,7 @@ def test_therapist_turns_a_camera_off_and_the_participant_can_turn_it_back_on(pe
 
 def test_audio_only_stops_video_both_ways_and_comes_back(people):
     therapist, p3 = people.therapist, people.p3
-    p3.get_by_role("button", name="Settings").click()
-    p3.get_by_role("dialog").get_by_role("button", name="Switch to audio only").click()
-    p3.get_by_role("button", name="Done").click()
+    set_audio_only(p3, "Switch to audio only")
     p3.locator("#audio-only-chip").wait_for()
     # Every video transceiver negotiated to inactive: nothing sent, nothing received.
     p3.wait_for_function(

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.conftest import _stop, log_in, make_server, new_page
+from tests.e2e.conftest import _stop, make_server, media_page
 from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin, wait_for_media
 from tests.e2e.test_sfu_room import SFU_STATS
 from tests.media.conftest import launch_janus, require_binary, stop_janus
@@ -69,10 +69,7 @@ def test_pages_get_media_again_after_the_sessions_janus_node_is_killed(two_node_
     contexts, pages = [], []
     try:
         for username in ("demo-p01", "demo-p02", "demo-lead"):
-            context, page, _watch = new_page(media_browser)
-            page.set_default_timeout(20_000)
-            context.grant_permissions(["camera", "microphone"], origin=server.url)
-            log_in(page, server, username)
+            context, page, _watch = media_page(media_browser, server, username)
             contexts.append(context)
             pages.append(page)
         p1, p2, therapist = pages

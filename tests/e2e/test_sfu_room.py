@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.conftest import _stop, launch_media_browser, log_in, make_server, new_page, write_tone
-from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin, wait_for_media
+from tests.e2e.conftest import _stop, launch_media_browser, make_server, media_page, write_tone
+from tests.e2e.test_room_flow import ARRANGE, join_and_wait, open_prejoin, set_audio_only, wait_for_media
 from tests.media.conftest import launch_janus, require_binary, stop_janus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.media]
@@ -72,10 +72,7 @@ def group(sfu_server, talking_browser):
     server, _ = sfu_server
     contexts, pages = [], {}
     for key, username in [("therapist", "demo-lead"), ("p1", "demo-p01"), ("p2", "demo-p02"), ("p3", "demo-p03")]:
-        context, page, _watch = new_page(talking_browser)
-        page.set_default_timeout(20_000)
-        context.grant_permissions(["camera", "microphone"], origin=server.url)
-        log_in(page, server, username)
+        context, page, _watch = media_page(talking_browser, server, username)
         contexts.append(context)
         pages[key] = page
     try:
@@ -167,12 +164,6 @@ def test_four_people_in_an_sfu_room_see_and_hear_each_other_through_janus(sfu_se
             break
         group.p1.wait_for_timeout(500)
     assert all(resumed[m][0] > paused_after[m][0] + 10 for m in paused_after), (paused_after, resumed)
-
-
-def set_audio_only(page, button: str) -> None:
-    page.get_by_role("button", name="Settings").click()
-    page.get_by_role("dialog").get_by_role("button", name=button).click()
-    page.get_by_role("button", name="Done").click()
 
 
 def received(page) -> dict[str, tuple[int, int]]:
