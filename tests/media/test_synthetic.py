@@ -156,7 +156,7 @@ def test_drop_synthetic_participants_command_sends_and_receives_video(media_serv
             "--url",
             media_server.url,
             "--seconds",
-            "4",
+            "8",  # 4 left no room for a slow negotiation on a loaded CI machine (seen once)
             "--json",
         ],
         cwd=ROOT,
