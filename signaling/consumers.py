@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from rooms import live
 from rooms.models import SeatCapacity, SeatState
-from signaling import db, fanout, frames, groups
+from signaling import db, fanout, frames, groups, wire
 from signaling import protocol as p
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
 from signaling.hub import get_hub
@@ -72,6 +72,8 @@ ROUTE_SECONDS = 5.0
 JANUS_EVENT = "janus.event"
 # The loop's message type for a hub delivery that waited in this connection's inbox.
 INBOX = "inbox"
+# Where a layer message keeps its frame's wire bytes once a local receiver has built them.
+WIRE_FRAME = "_wire"
 # The frequent client messages whose handling need not hold deliveries back (see dispatch): their
 # answers concern the sender's own message only. Every other type holds them (history and resume
 # hand out chat up to now, a leave or a moderator command may close the connection first).
@@ -150,6 +152,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = f"conn.{uuid.uuid4().hex}"
         self.base_send = send
+        # Daphne's socket, for frames written below ASGI (signaling.wire); None elsewhere (tests' communicator).
+        self.socket = scope.get(wire.SCOPE_KEY)
         try:
             await await_many_dispatch(
                 [receive, self._next_inbox, self._next_tick, self._next_janus_event], self.dispatch
@@ -462,6 +466,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await self.send_text(p.encode(frame))
 
     async def send_text(self, text: str) -> None:
+        if self.socket is None or not self.socket.write(wire.text_frame(text.encode())):
+            await self._send_through_asgi(text)
+
+    async def send_prepared(self, message: dict) -> None:
+        """Send a layer message's frame; its wire bytes are built once for every local receiver."""
+        if self.socket is not None:
+            frame = message.get(WIRE_FRAME)
+            if frame is None:
+                frame = message[WIRE_FRAME] = wire.text_frame(message["frame"].encode())
+            if self.socket.write(frame):
+                return
+        await self._send_through_asgi(message["frame"])
+
+    async def _send_through_asgi(self, text: str) -> None:
         # The socket may close while a handler is still busy (a mass disconnect behind a backlog):
         # a frame for a closed socket is dropped, not an unhandled exception (1011).
         try:
@@ -521,7 +539,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 return  # the periodic check already pushed it
             self.chat_seen(seq)
         if message.get("frame"):
-            await self.send_text(message["frame"])
+            await self.send_prepared(message)
         if message.get("close"):
             await self._close(int(message["close"]))
         elif message.get("control") == fanout.MODERATION:

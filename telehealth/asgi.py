@@ -22,6 +22,7 @@ from django.urls import re_path  # noqa: E402
 
 from signaling.auth import handshake_auth_stack  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
+from signaling.wire import SCOPE_KEY, Socket  # noqa: E402
 from telehealth.autobahn_tuning import defer_connection_config_dump  # noqa: E402
 
 defer_connection_config_dump()
@@ -29,7 +30,17 @@ defer_connection_config_dump()
 
 def websocket_stack(inner):
     """Wrap a WebSocket app in the checks every handshake passes: origin, then session user."""
-    return AllowedHostsOriginValidator(handshake_auth_stack(inner))
+    return with_socket(AllowedHostsOriginValidator(handshake_auth_stack(inner)))
+
+
+def with_socket(inner):
+    """Hand the consumer daphne's socket (signaling.wire) next to the ASGI ``send`` the middleware
+    wraps: room traffic is written there directly, everything else still goes through ``send``."""
+
+    async def app(scope, receive, send):
+        return await inner({**scope, SCOPE_KEY: Socket.of(send)}, receive, send)
+
+    return app
 
 
 application = ProtocolTypeRouter(

@@ -1,0 +1,90 @@
+"""Text frames written straight to the client's socket, below the ASGI ``send``.
+
+A chat message to a room of 12 is written to 11 or 12 sockets. Through ASGI each write passed
+Channels' session and cookie wrappers, daphne's ``handle_reply`` and autobahn's ``sendMessage``
+(which builds the same unmasked frame again for every receiver), and then sat in Twisted's
+buffer until the next turn of the loop, which registered the socket for writing, wrote it and
+unregistered it again: two ``epoll_ctl`` calls and a loop callback per frame. Measured with
+py-spy under chat load, that path was about a quarter of the server's event-loop time
+(docs/performance.md). Here a frame is built once per message (``text_frame``) and each
+receiver's socket gets the bytes directly when nothing is queued before them, exactly what the
+socket would have received anyway.
+
+Only daphne's plain-TCP WebSocket protocol without compression qualifies (``Socket.of`` finds it
+behind the ``send`` daphne hands the application); anything else (Channels' test communicator,
+another server, TLS terminated in daphne, a connection still in its handshake or closing, data
+still queued in Twisted) goes the ordinary way. Both ways write synchronously to the same
+transport, so frames keep their order whichever way each one goes.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+
+try:  # daphne's WebSocket protocol is autobahn's on Twisted; neither is needed to import this module
+    from autobahn.websocket.protocol import WebSocketProtocol as _Autobahn
+    from twisted.internet import tcp as _tcp
+except ImportError:  # pragma: no cover - daphne always brings both
+    _Autobahn = None
+    _tcp = None
+
+# Key of the scope entry telehealth.asgi adds to every WebSocket scope.
+SCOPE_KEY = "telehealth.socket"
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 5.2): what a server sends."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+class Socket:
+    """One daphne connection's way to its socket; ``write`` says whether it could take a frame."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol) -> None:
+        self.protocol = protocol
+
+    @classmethod
+    def of(cls, send) -> Socket | None:
+        """The socket behind daphne's ``send`` (``partial(Server.handle_reply, protocol)``), or None."""
+        if _Autobahn is None or not isinstance(send, functools.partial) or len(send.args) != 1:
+            return None
+        protocol = send.args[0]
+        if getattr(send.func, "__name__", "") != "handle_reply" or not isinstance(protocol, _Autobahn):
+            return None
+        return cls(protocol)
+
+    def write(self, frame: bytes) -> bool:
+        """Write a frame from ``text_frame``; False when it must go through ASGI instead."""
+        protocol = self.protocol
+        if (
+            protocol.state != _Autobahn.STATE_OPEN
+            or protocol.send_state != _Autobahn.SEND_STATE_GROUND
+            or protocol.send_queue
+            or protocol._perMessageCompress is not None
+        ):
+            return False
+        transport = protocol.transport
+        if type(transport) is not _tcp.Server or not transport.connected or transport.disconnecting:
+            return False
+        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
+            transport.write(frame)  # behind what Twisted still holds, in order
+            return True
+        try:
+            sent = transport.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # A broken connection: let Twisted find out and close it the usual way.
+            transport.write(frame)
+            return True
+        if sent < len(frame):
+            transport.write(frame[sent:])
+        return True
