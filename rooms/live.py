@@ -29,8 +29,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -1197,56 +1198,62 @@ def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_P
     return ChatPage(messages=tuple(_chat_view(m) for m in rows[:limit]), more=len(rows) > limit)
 
 
-_CHAT_SEQ_BUMP = f"""
-    UPDATE {Session._meta.db_table} SET chat_seq = chat_seq + 1
-    WHERE id = %(session)s AND status NOT IN (%(ended)s, %(cancelled)s) AND ends_at > %(now)s
-    RETURNING chat_seq
-"""
-_CHAT_SEQ_UNDO = f"UPDATE {Session._meta.db_table} SET chat_seq = chat_seq - 1 WHERE id = %(session)s"
-# The sender's seat is checked in the same statement that stores the message: this connection's
-# epoch, admitted, allowed to write there, and no message with this client id yet.
-_CHAT_INSERT = f"""
+# Chat in the common case (a new message to the room, or a participant's to the therapists), for a
+# batch of messages at once: one statement takes the sessions' row locks (in id order: batches on
+# several processes never deadlock), then one statement per message stores it with every check and
+# moves the session's counter only if it stored it. All are sent together (psycopg's pipeline mode)
+# and prepared once per connection: one round trip to PostgreSQL for the whole batch, where the ORM
+# path takes six per message. Each message's statement starts after the locks were granted, so in
+# READ COMMITTED it sees everything committed before (a removal, a newer tab), as _lock_session does.
+_CHAT_LOCK = f"SELECT id FROM {Session._meta.db_table} WHERE id = ANY(%(sessions)s) ORDER BY id FOR UPDATE"
+_CHAT_STORE = f"""
     WITH stored AS (
         INSERT INTO {ChatMessage._meta.db_table}
             (id, session_id, seq, sender_id, client_id, text, thread_participant_id, created_at)
-        SELECT %(id)s, %(session)s, %(seq)s, seat.id, %(client_id)s, %(text)s,
+        SELECT %(id)s, s.id, s.chat_seq + 1, seat.id, %(client_id)s::text, %(text)s::text,
                CASE WHEN %(private)s THEN seat.id END, %(now)s
-        FROM {Seat._meta.db_table} seat
-        WHERE seat.session_id = %(session)s AND seat.user_id = %(user)s AND seat.epoch = %(epoch)s
-          AND seat.state = %(admitted)s AND seat.capacity IN (%(participant)s, %(moderator)s)
-          AND NOT (%(private)s AND seat.capacity <> %(participant)s)
+        FROM {Session._meta.db_table} s JOIN {Seat._meta.db_table} seat ON seat.session_id = s.id
+        WHERE s.id = %(session)s AND s.status NOT IN (%(ended)s::text, %(cancelled)s::text) AND s.ends_at > %(now)s
+          AND seat.user_id = %(user)s AND seat.epoch = %(epoch)s
+          AND seat.state = %(admitted)s::text AND seat.capacity IN (%(participant)s::text, %(moderator)s::text)
+          AND NOT (%(private)s AND seat.capacity <> %(participant)s::text)
           AND NOT EXISTS (
               SELECT 1 FROM {ChatMessage._meta.db_table} earlier
               WHERE earlier.session_id = %(session)s AND earlier.sender_id = seat.id
-                AND earlier.client_id = %(client_id)s)
-        RETURNING sender_id
+                AND earlier.client_id = %(client_id)s::text)
+        RETURNING seq, sender_id
+    ), counted AS (
+        UPDATE {Session._meta.db_table} SET chat_seq = chat_seq + 1
+        WHERE id = %(session)s AND EXISTS (SELECT 1 FROM stored)
     )
-    SELECT seat.member_id FROM stored JOIN {Seat._meta.db_table} seat ON seat.id = stored.sender_id
+    SELECT stored.seq, seat.member_id FROM stored JOIN {Seat._meta.db_table} seat ON seat.id = stored.sender_id
 """
 
 
-def _post_chat_in_one_pass(
-    actor: Actor, client_id: str, text: str, *, to_therapists: bool, now: datetime
-) -> ChatView | None:
-    """The common case of ``post_chat`` (a new message to the room, or a participant's to the
-    therapists) in two statements on PostgreSQL, instead of the ORM's six.
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat message to store: who sends it, the client's id for it, and where it goes."""
 
-    The first statement takes the session row's lock (as ``_lock_session`` does, so chat
-    stays gap-free and ordered with every other command of the session); in READ COMMITTED
-    the second then sees everything committed before the lock was granted. None when this is
-    not the common case (a resend, a refusal, another database): the caller's general path
-    then answers, with the right error or the stored message, and nothing is kept from here.
+    actor: Actor
+    client_id: str
+    text: str
+    to_therapists: bool = False
+    thread: str | None = None
+
+
+def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatView | None]:
+    """Store the common-case messages of ``requests`` (in the caller's transaction), in order.
+
+    None for a message not stored here (a resend, a refusal, a therapist's private reply, another
+    database): the general path of ``post_chat`` then answers it exactly, and nothing of it was kept.
     """
-    if connection.vendor != "postgresql":
-        return None
-    params = {
-        "id": uuid.uuid4(),
-        "session": actor.session_id,
-        "user": actor.user_id,
-        "epoch": actor.epoch,
-        "client_id": client_id,
-        "text": text,
-        "private": to_therapists,
+    views: list[ChatView | None] = [None] * len(requests)
+    eligible = [i for i, r in enumerate(requests) if r.thread is None and r.text.strip()]
+    if connection.vendor != "postgresql" or not eligible:
+        return views
+    connection.ensure_connection()
+    raw = connection.connection
+    constants = {
         "now": now,
         "ended": SessionStatus.ENDED.value,
         "cancelled": SessionStatus.CANCELLED.value,
@@ -1254,26 +1261,79 @@ def _post_chat_in_one_pass(
         "participant": SeatCapacity.PARTICIPANT.value,
         "moderator": SeatCapacity.MODERATOR.value,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_CHAT_SEQ_BUMP, params)
-        bumped = cursor.fetchone()
-        if bumped is None:
-            return None  # nothing changed
-        params["seq"] = bumped[0]
-        cursor.execute(_CHAT_INSERT, params)
-        stored = cursor.fetchone()
-        if stored is None:
-            # The number goes back (the row is still locked by us): chat stays gap-free.
-            cursor.execute(_CHAT_SEQ_UNDO, params)
-            return None
-    return ChatView(
-        seq=params["seq"],
-        author=stored[0],
-        text=text,
-        thread=stored[0] if to_therapists else None,
-        created_at=now,
-        deleted=False,
-    )
+    sessions = sorted({requests[i].actor.session_id for i in eligible})
+    # psycopg's own cursors (server-side binding, prepared): Django's bind client-side, which neither
+    # prepares nor pipelines. Errors still become Django's (IntegrityError, OperationalError ...).
+    with connection.wrap_database_errors:
+        lock = psycopg.Cursor(raw)
+        cursors = [psycopg.Cursor(raw) for _ in eligible]
+        with raw.pipeline():
+            lock.execute(_CHAT_LOCK, {"sessions": sessions}, prepare=True)
+            for cursor, i in zip(cursors, eligible, strict=True):
+                request = requests[i]
+                cursor.execute(
+                    _CHAT_STORE,
+                    {
+                        **constants,
+                        "id": uuid.uuid4(),
+                        "session": request.actor.session_id,
+                        "user": request.actor.user_id,
+                        "epoch": request.actor.epoch,
+                        "client_id": request.client_id,
+                        "text": request.text.strip(),
+                        "private": request.to_therapists,
+                    },
+                    prepare=True,
+                )
+        for cursor, i in zip(cursors, eligible, strict=True):
+            stored = cursor.fetchone()
+            if stored is not None:
+                author = stored[1]
+                text = requests[i].text.strip()
+                views[i] = ChatView(
+                    seq=stored[0],
+                    author=author,
+                    text=text,
+                    thread=author if requests[i].to_therapists else None,
+                    created_at=now,
+                    deleted=False,
+                )
+    return views
+
+
+def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:
+    """``post_chat`` for several messages (from any sessions; one per connection at a time, so their
+    relative order is the order they reached the database): the common ones in one transaction and
+    one round trip (``_store_in_one_pass``), numbered in the order given, then each other one by
+    ``post_chat``. The answers come in the order given; a refusal is returned in its place, not
+    raised: it concerns that message only."""
+    now = _now(now)
+    try:
+        with transaction.atomic():
+            views = _store_in_one_pass(requests, now)
+    except IntegrityError:
+        # A race the checks could not see (the same client id from another process at the same
+        # moment): nothing of the batch was kept; each message is answered on its own below.
+        views = [None] * len(requests)
+    results: list[ChatPosted | LiveError] = []
+    for request, view in zip(requests, views, strict=True):
+        if view is not None:
+            results.append(ChatPosted(message=view, created=True))
+            continue
+        try:
+            results.append(
+                post_chat(
+                    request.actor,
+                    request.client_id,
+                    request.text,
+                    to_therapists=request.to_therapists,
+                    thread=request.thread,
+                    now=now,
+                )
+            )
+        except LiveError as exc:
+            results.append(exc)
+    return results
 
 
 @_command
@@ -1294,10 +1354,9 @@ def post_chat(
     private thread (``thread``). Observers only read.
     """
     text = text.strip()
-    if text and thread is None:
-        stored = _post_chat_in_one_pass(actor, client_id, text, to_therapists=to_therapists, now=now)
-        if stored is not None:
-            return ChatPosted(message=stored, created=True)
+    (stored,) = _store_in_one_pass([ChatRequest(actor, client_id, text, to_therapists, thread)], now)
+    if stored is not None:
+        return ChatPosted(message=stored, created=True)
     session = _lock_session(actor.session_id)
     seat = _member(session, actor, now)
     existing = (

@@ -654,17 +654,39 @@ def test_post_chat_numbers_messages_and_resend_is_idempotent(clinic):
     assert clinic.session.chat_seq == 2
 
 
-def test_post_chat_on_postgresql_takes_two_statements_and_keeps_every_check(clinic, require_postgres):
+@pytest.fixture
+def psycopg_executes(monkeypatch):
+    """Every statement sent through psycopg's own cursors (not Django's), and whether it was pipelined."""
+    import psycopg
+    from psycopg import pq
+
+    sent: list[tuple[str, bool]] = []
+    original = psycopg.Cursor.execute
+
+    def spy(cursor, query, *args, **kwargs):
+        if type(cursor) is not psycopg.Cursor:  # Django's own (client-side binding) cursors
+            return original(cursor, query, *args, **kwargs)
+        pipelined = cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        sent.append((" ".join(str(query).split())[:40], pipelined))
+        return original(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    return sent
+
+
+def test_post_chat_on_postgresql_is_one_pipelined_round_trip_and_keeps_every_check(
+    clinic, require_postgres, psycopg_executes
+):
     pat, joined = join(clinic, clinic.pat)
 
     with CaptureQueriesContext(connection) as queries:
         room = live.post_chat(pat, "c-1", "hello", now=NOW)
         private = live.post_chat(pat, "c-2", "only for my therapist", to_therapists=True, now=NOW)
 
-    # Two per message: the numbered lock on the session, then the checked insert (the savepoints are
-    # the test's own transaction; in production the command's transaction is a BEGIN and a COMMIT).
-    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == 4, statements
+    # Per message: the session's lock and the checked insert, sent together; nothing through the ORM
+    # (the savepoints are the test's own transaction).
+    assert [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == []
+    assert [pipelined for _, pipelined in psycopg_executes] == [True] * 4
     me = joined.member.member_id
     assert room.message == live.ChatView(1, me, "hello", None, NOW, False)
     assert private.message == live.ChatView(2, me, "only for my therapist", me, NOW, False)
@@ -672,6 +694,59 @@ def test_post_chat_on_postgresql_takes_two_statements_and_keeps_every_check(clin
         "seq", "sender__member_id", "thread_participant__member_id"
     )
     assert list(stored) == [(1, me, None), (2, me, me)]
+
+
+def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(clinic, psycopg_executes):
+    lead, lead_join = join(clinic, clinic.lead)
+    old_tab, _ = join(clinic, clinic.pat)
+    pat, pat_join = join(clinic, clinic.pat)
+    sam, _ = join(clinic, clinic.sam)
+    earlier = live.post_chat(sam, "s-0", "earlier", now=NOW)
+    psycopg_executes.clear()
+
+    results = live.post_chats(
+        [
+            live.ChatRequest(pat, "p-1", "first"),
+            live.ChatRequest(old_tab, "o-1", "from the replaced tab"),
+            live.ChatRequest(sam, "s-0", "earlier (resent)"),
+            live.ChatRequest(pat, "p-2", "  to my therapist  ", to_therapists=True),
+            live.ChatRequest(lead, "l-1", "a private reply", thread=pat_join.member.member_id),
+            live.ChatRequest(sam, "s-1", "   "),
+            live.ChatRequest(lead, "l-2", "last"),
+        ],
+        now=NOW,
+    )
+
+    pat_id, lead_id = pat_join.member.member_id, lead_join.member.member_id
+    created = {
+        i: (r.message.author, r.message.text, r.message.thread)
+        for i, r in enumerate(results)
+        if isinstance(r, live.ChatPosted) and r.created
+    }
+    assert created == {
+        0: (pat_id, "first", None),
+        3: (pat_id, "to my therapist", pat_id),
+        4: (lead_id, "a private reply", pat_id),
+        6: (lead_id, "last", None),
+    }
+    seqs = {i: results[i].message.seq for i in created}
+    # Gap-free after the earlier message; those of one kind in the order given (on PostgreSQL the
+    # common ones are numbered in the batch, before the therapist's private reply).
+    assert sorted(seqs.values()) == [2, 3, 4, 5]
+    assert seqs[0] < seqs[3] < seqs[6]
+    assert isinstance(results[1], live.LiveError) and results[1].code == "conn.replaced"
+    assert results[2] == live.ChatPosted(message=earlier.message, created=False)
+    assert isinstance(results[5], live.LiveError) and results[5].code == "chat.empty"
+    # Nothing of the refused ones kept; what is stored is what was answered.
+    clinic.session.refresh_from_db()
+    assert clinic.session.chat_seq == 5
+    stored = dict(ChatMessage.objects.values_list("seq", "text"))
+    assert stored == {1: "earlier", **{seqs[i]: results[i].message.text for i in created}}
+    if connection.vendor == "postgresql":
+        # The lock and the five candidates (not the private reply, not the empty one) went in one
+        # pipeline; then the refused and the resent one were tried again on their own.
+        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 10
+        assert [query.split()[0] for query, _ in psycopg_executes] == ["SELECT"] + ["WITH"] * 5 + ["SELECT", "WITH"] * 2
 
 
 def test_post_chat_from_a_replaced_connection_refused_and_uses_no_number(clinic):
