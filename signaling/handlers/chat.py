@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rooms import live
 from signaling import fanout, frames, groups
 from signaling import protocol as p
+from signaling.chat_writer import chat_writer
 
 if TYPE_CHECKING:
     from signaling.consumers import SessionConsumer
@@ -24,8 +25,10 @@ async def _deliver_to_audience(conn: SessionConsumer, message: live.ChatView, fr
 
 
 async def send(conn: SessionConsumer, msg: ClientMessage) -> None:
-    posted = await conn.call(
-        live.post_chat, msg.id, msg.data.text, to_therapists=msg.data.to_therapists, thread=msg.data.thread
+    posted = await chat_writer().post(
+        live.ChatRequest(
+            conn.actor, msg.id, msg.data.text, to_therapists=msg.data.to_therapists, thread=msg.data.thread
+        )
     )
     # The sender is answered directly (with its message id in "re"); a resend of a stored
     # message is answered the same way and delivered to nobody else a second time.
