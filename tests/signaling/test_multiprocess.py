@@ -37,17 +37,12 @@ from accounts.models import Role
 from rooms.models import AdmissionPolicy, Seat
 from signaling.protocol import SUBPROTOCOL
 from tests.factories import enroll, make_clinic, make_user
+from tests.media.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 FRAME_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_until(predicate, timeout: float, what: str) -> None:
@@ -63,7 +58,7 @@ class PrivateRedis:
     """A redis-server of this test's own, so a restart empties only its groups."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tmp_path
         self.process: subprocess.Popen | None = None
 
@@ -109,7 +104,7 @@ class PrivateRedis:
 
 class Daphne:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
