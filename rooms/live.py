@@ -1230,6 +1230,10 @@ _CHAT_STORE = f"""
 """
 
 
+# psycopg prepares a statement after this many runs; ours ask on the first (prepare=True).
+ONLY_WHEN_ASKED = 1 << 30
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """One chat message to store: who sends it, the client's id for it, and where it goes."""
@@ -1242,7 +1246,8 @@ class ChatRequest:
 
 
 def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatView | None]:
-    """Store the common-case messages of ``requests`` (in the caller's transaction), in order.
+    """Store the common-case messages of ``requests``, in order: in the caller's transaction if there
+    is one, else in a transaction of their own whose BEGIN and COMMIT go in the same round trip.
 
     None for a message not stored here (a resend, a refusal, a therapist's private reply, another
     database): the general path of ``post_chat`` then answers it exactly, and nothing of it was kept.
@@ -1253,6 +1258,10 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
         return views
     connection.ensure_connection()
     raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django connects with preparation off (psycopg then ignores prepare=True). Its own cursors bind
+        # client-side and never prepare whatever this says; only statements that ask are prepared.
+        raw.prepare_threshold = ONLY_WHEN_ASKED
     constants = {
         "now": now,
         "ended": SessionStatus.ENDED.value,
@@ -1264,27 +1273,16 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     sessions = sorted({requests[i].actor.session_id for i in eligible})
     # psycopg's own cursors (server-side binding, prepared): Django's bind client-side, which neither
     # prepares nor pipelines. Errors still become Django's (IntegrityError, OperationalError ...).
+    own_transaction = not connection.in_atomic_block  # Django's autocommit: nothing is open
     with connection.wrap_database_errors:
         lock = psycopg.Cursor(raw)
         cursors = [psycopg.Cursor(raw) for _ in eligible]
-        with raw.pipeline():
-            lock.execute(_CHAT_LOCK, {"sessions": sessions}, prepare=True)
-            for cursor, i in zip(cursors, eligible, strict=True):
-                request = requests[i]
-                cursor.execute(
-                    _CHAT_STORE,
-                    {
-                        **constants,
-                        "id": uuid.uuid4(),
-                        "session": request.actor.session_id,
-                        "user": request.actor.user_id,
-                        "epoch": request.actor.epoch,
-                        "client_id": request.client_id,
-                        "text": request.text.strip(),
-                        "private": request.to_therapists,
-                    },
-                    prepare=True,
-                )
+        try:
+            _send_batch(raw, lock, cursors, [requests[i] for i in eligible], sessions, constants, own_transaction)
+        except psycopg.Error:
+            if own_transaction and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raw.execute("ROLLBACK")  # nothing of the batch is kept; the connection is usable again
+            raise
         for cursor, i in zip(cursors, eligible, strict=True):
             stored = cursor.fetchone()
             if stored is not None:
@@ -1301,6 +1299,32 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     return views
 
 
+def _send_batch(
+    raw, lock, cursors, requests: list[ChatRequest], sessions, constants: dict, own_transaction: bool
+) -> None:
+    with raw.pipeline():
+        if own_transaction:
+            lock.execute("BEGIN")
+        lock.execute(_CHAT_LOCK, {"sessions": sessions}, prepare=True)
+        for cursor, request in zip(cursors, requests, strict=True):
+            cursor.execute(
+                _CHAT_STORE,
+                {
+                    **constants,
+                    "id": uuid.uuid4(),
+                    "session": request.actor.session_id,
+                    "user": request.actor.user_id,
+                    "epoch": request.actor.epoch,
+                    "client_id": request.client_id,
+                    "text": request.text.strip(),
+                    "private": request.to_therapists,
+                },
+                prepare=True,
+            )
+        if own_transaction:
+            lock.execute("COMMIT")
+
+
 def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:
     """``post_chat`` for several messages (from any sessions; one per connection at a time, so their
     relative order is the order they reached the database): the common ones in one transaction and
@@ -1309,7 +1333,10 @@ def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> l
     raised: it concerns that message only."""
     now = _now(now)
     try:
-        with transaction.atomic():
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: a failed batch leaves the caller's transaction usable
+                views = _store_in_one_pass(requests, now)
+        else:
             views = _store_in_one_pass(requests, now)
     except IntegrityError:
         # A race the checks could not see (the same client id from another process at the same

@@ -687,6 +687,9 @@ def test_post_chat_on_postgresql_is_one_pipelined_round_trip_and_keeps_every_che
     # (the savepoints are the test's own transaction).
     assert [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == []
     assert [pipelined for _, pipelined in psycopg_executes] == [True] * 4
+    with connection.cursor() as cursor:  # planned once per connection, not per message
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%WITH stored AS%%'")
+        assert cursor.fetchone() == (1,)
     me = joined.member.member_id
     assert room.message == live.ChatView(1, me, "hello", None, NOW, False)
     assert private.message == live.ChatView(2, me, "only for my therapist", me, NOW, False)
@@ -747,6 +750,27 @@ def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(
         # pipeline; then the refused and the resent one were tried again on their own.
         assert [pipelined for _, pipelined in psycopg_executes] == [True] * 10
         assert [query.split()[0] for query, _ in psycopg_executes] == ["SELECT"] + ["WITH"] * 5 + ["SELECT", "WITH"] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_post_chats_in_its_own_transaction_keeps_nothing_of_a_failed_batch(require_postgres, monkeypatch):
+    from django.db import DataError
+
+    clinic = make_live_clinic(START, starts_in=timedelta(0))
+    pat, _ = join(clinic, clinic.pat)
+    live.post_chats([live.ChatRequest(pat, "c-1", "before")], now=NOW)
+    # Outside any transaction (as in the server) the batch opens and commits its own; a statement
+    # failing in the pipeline (here the store itself) must leave nothing behind and the connection usable.
+    monkeypatch.setattr(live, "_CHAT_STORE", "SELECT 1 / 0 WHERE %(id)s::uuid IS NOT NULL")
+    assert not connection.in_atomic_block
+    with pytest.raises(DataError):
+        live.post_chats([live.ChatRequest(pat, "c-2", "lost"), live.ChatRequest(pat, "c-3", "lost too")], now=NOW)
+    monkeypatch.undo()
+
+    (after,) = live.post_chats([live.ChatRequest(pat, "c-4", "after")], now=NOW)
+
+    assert after.message.seq == 2
+    assert list(ChatMessage.objects.order_by("seq").values_list("seq", "text")) == [(1, "before"), (2, "after")]
 
 
 def test_post_chat_from_a_replaced_connection_refused_and_uses_no_number(clinic):
