@@ -44,6 +44,8 @@ class ChatWriter:
             batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
             try:
                 results = await db.run(live.post_chats, [request for request, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"post_chats answered {len(results)} of {len(batch)} messages")
             except Exception as exc:  # noqa: BLE001 - a database error: each sender answers it (server.retry)
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
