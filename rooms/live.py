@@ -1250,7 +1250,7 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     is one, else in a transaction of their own whose BEGIN and COMMIT go in the same round trip.
 
     None for a message not stored here (a resend, a refusal, a therapist's private reply, another
-    database): the general path of ``post_chat`` then answers it exactly, and nothing of it was kept.
+    database): the general path (``_post_chat_one_by_one``) then answers it exactly, and nothing of it was kept.
     """
     views: list[ChatView | None] = [None] * len(requests)
     eligible = [i for i, r in enumerate(requests) if r.thread is None and r.text.strip()]
@@ -1328,8 +1328,8 @@ def _send_batch(
 def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:
     """``post_chat`` for several messages (from any sessions; one per connection at a time, so their
     relative order is the order they reached the database): the common ones in one transaction and
-    one round trip (``_store_in_one_pass``), numbered in the order given, then each other one by
-    ``post_chat``. The answers come in the order given; a refusal is returned in its place, not
+    one round trip (``_store_in_one_pass``), numbered in the order given, then each other one by the
+    general path. The answers come in the order given; a refusal is returned in its place, not
     raised: it concerns that message only."""
     now = _now(now)
     try:
@@ -1349,7 +1349,7 @@ def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> l
             continue
         try:
             results.append(
-                post_chat(
+                _post_chat_one_by_one(
                     request.actor,
                     request.client_id,
                     request.text,
@@ -1363,8 +1363,30 @@ def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> l
     return results
 
 
-@_command
 def post_chat(
+    actor: Actor,
+    client_id: str,
+    text: str,
+    *,
+    to_therapists: bool = False,
+    thread: str | None = None,
+    now: datetime | None = None,
+) -> ChatPosted:
+    """Store a chat message (before anyone receives it) and give it the session's next sequence number.
+
+    Idempotent by ``client_id``: a resend returns the stored message, unchanged.
+    A participant writes to the room, or privately to the therapists
+    (``to_therapists``); a therapist writes to the room or into one participant's
+    private thread (``thread``). Observers only read. A refusal raises ``LiveError``.
+    """
+    (result,) = post_chats([ChatRequest(actor, client_id, text, to_therapists, thread)], now=now)
+    if isinstance(result, LiveError):
+        raise result
+    return result
+
+
+@_command
+def _post_chat_one_by_one(
     actor: Actor,
     client_id: str,
     text: str,
@@ -1373,17 +1395,9 @@ def post_chat(
     thread: str | None = None,
     now: datetime,
 ) -> ChatPosted:
-    """Store a chat message (before anyone receives it) and give it the session's next sequence number.
-
-    Idempotent by ``client_id``: a resend returns the stored message, unchanged.
-    A participant writes to the room, or privately to the therapists
-    (``to_therapists``); a therapist writes to the room or into one participant's
-    private thread (``thread``). Observers only read.
-    """
+    """``post_chat`` through the ORM, with the exact answer for everything the batch does not store
+    (a resend, each refusal, a therapist's private reply, another database); refusals are audited."""
     text = text.strip()
-    (stored,) = _store_in_one_pass([ChatRequest(actor, client_id, text, to_therapists, thread)], now)
-    if stored is not None:
-        return ChatPosted(message=stored, created=True)
     session = _lock_session(actor.session_id)
     seat = _member(session, actor, now)
     existing = (
