@@ -15,6 +15,11 @@ behind the ``send`` daphne hands the application); anything else (Channels' test
 another server, TLS terminated in daphne, a connection still in its handshake or closing, data
 still queued in Twisted) goes the ordinary way. Both ways write synchronously to the same
 transport, so frames keep their order whichever way each one goes.
+
+Closing goes this way too when the code is one autobahn's public ``sendClose`` refuses: it takes
+only 1000 and 3000-4999, while the response contract's 1003, 1008, 1009 and 1013 are codes RFC 6455
+(7.4.1) has a server send. Through ASGI those raised inside daphne and the connection ended as a
+1011 instead (``Socket.close``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,21 @@ class Socket:
         if getattr(send.func, "__name__", "") != "handle_reply" or not isinstance(protocol, _Autobahn):
             return None
         return cls(protocol)
+
+    def close(self, code: int) -> bool:
+        """Start the closing handshake with ``code``; False when it must go through ASGI instead.
+
+        autobahn's ``sendCloseFrame`` is the call its own protocol errors use; it takes any code
+        and moves the connection to closing exactly as ``sendClose`` does, so daphne then reports
+        the disconnect to the application the usual way.
+        """
+        protocol = self.protocol
+        if protocol.state in (_Autobahn.STATE_CLOSING, _Autobahn.STATE_CLOSED):
+            return True  # already closing: nothing more to send
+        if protocol.state != _Autobahn.STATE_OPEN:
+            return False  # still in its handshake: ASGI rejects it with an HTTP answer
+        protocol.sendCloseFrame(code=code, isReply=False)
+        return True
 
     def write(self, frame: bytes) -> bool:
         """Write a frame from ``text_frame``; False when it must go through ASGI instead."""

@@ -8,16 +8,19 @@ whatever the test asserted.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 
 from signaling import consumers
 from tests.factories import make_live_clinic
 from tests.signaling.helpers import Sockets
+from tests.signaling.processes import Daphne, PrivateRedis
 
 
 @pytest.fixture
@@ -46,3 +49,54 @@ async def sockets():
 def live(transactional_db):
     """A group session that started a minute ago (participants are admitted automatically)."""
     return make_live_clinic(timezone.now())
+
+
+# --- real processes (tests/signaling/processes.py) ---------------------------------------------
+
+
+@pytest.fixture
+async def close_worker_connection():
+    """The test's ORM calls run in sync_to_async's worker thread: close its connection at the end,
+    or PostgreSQL refuses to drop the test database while it is open."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def redis_server(tmp_path, require_postgres):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def servers(tmp_path, redis_server, close_worker_connection):
+    """Start daphne processes on the test database and the private Redis: ``servers(n)``."""
+    started: list[Daphne] = []
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    database_url = f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+    def start(count: int) -> list[Daphne]:
+        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "VIRTUAL_ENV") if name in os.environ}
+        env.update(
+            DJANGO_SETTINGS_MODULE="telehealth.settings",
+            PYTHONDONTWRITEBYTECODE="1",
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_server.url,
+            # Short periodic checks so a lost group is noticed within the 10 s the contract allows.
+            SESSION_RECHECK_SECONDS="2",
+            SEAT_GRACE_SECONDS="30",
+        )
+        for index in range(count):
+            started.append(Daphne(env, tmp_path / f"daphne-{len(started)}-{index}.log"))
+        return started[-count:]
+
+    yield start
+    for server in started:
+        server.stop()
+
+    for server in started:
+        text = server.log_path.read_text()
+        assert not re.search(r"Exception inside application|Internal Server Error", text), text
