@@ -51,6 +51,8 @@ SUBPROTOCOL = "telehealth.v1"  # docs/protocol.md; media never imports signaling
 VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
 AUDIO_FRAME = 960  # 20 ms at 48 kHz
+# Tries after a `server.unavailable` answer before start() gives up (0.5, 1, 2, 4 s apart).
+UNAVAILABLE_RETRIES = 4
 
 
 # --- media sources -------------------------------------------------------------------------------
@@ -342,15 +344,24 @@ class SyntheticParticipant:
     # --- lifecycle ---
 
     async def start(self) -> dict:
-        """Connect and return the ``welcome`` frame (the handshake is refused with an exception)."""
-        self._ws = await websockets.connect(
-            self.ws_url,
-            subprotocols=[SUBPROTOCOL],
-            additional_headers={"Cookie": f"sessionid={self.cookie}", "Origin": self.origin},
-            open_timeout=self.connect_timeout,
-            max_size=1024 * 1024,
-        )
-        welcome = json.loads(await asyncio.wait_for(self._ws.recv(), self.connect_timeout))
+        """Connect and return the ``welcome`` frame (the handshake is refused with an exception).
+
+        Like the browser, it tries again with backoff while the server answers
+        ``server.unavailable`` (a backing service busy or down: close 1013).
+        """
+        for attempt in range(UNAVAILABLE_RETRIES + 1):
+            self._ws = await websockets.connect(
+                self.ws_url,
+                subprotocols=[SUBPROTOCOL],
+                additional_headers={"Cookie": f"sessionid={self.cookie}", "Origin": self.origin},
+                open_timeout=self.connect_timeout,
+                max_size=1024 * 1024,
+            )
+            welcome = json.loads(await asyncio.wait_for(self._ws.recv(), self.connect_timeout))
+            if welcome.get("code") != "server.unavailable" or attempt == UNAVAILABLE_RETRIES:
+                break
+            await self._ws.close()
+            await asyncio.sleep(0.5 * 2**attempt)
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"expected welcome, got {welcome.get('type')!r}")
         self.member_id, self.role, self.state = welcome["member"], welcome["role"], welcome["state"]

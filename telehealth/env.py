@@ -85,6 +85,19 @@ class Env:
         return value
 
 
+# The embedded default serves several threads at once (daphne's database thread, the HTTP views,
+# a management command beside it). In SQLite's default (deferred) mode a transaction that read
+# first and then writes fails at once with "database is locked" when another writer holds the
+# file (waiting could deadlock), whatever the timeout. Taking the write lock when the transaction
+# begins makes every writer wait its turn instead, up to `timeout` seconds; WAL lets readers go on
+# meanwhile.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
 def parse_database_url(url: str, *, base_dir: Path) -> dict:
     """Turn ``DATABASE_URL`` into a Django ``DATABASES['default']`` dict.
 
@@ -101,7 +114,7 @@ def parse_database_url(url: str, *, base_dir: Path) -> dict:
         if not path:
             raise ImproperlyConfiguredEnv("DATABASE_URL=sqlite:/// needs a file name")
         name = path if path == ":memory:" or Path(path).is_absolute() else str(base_dir / path)
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name}
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "OPTIONS": SQLITE_OPTIONS}
     if parsed.scheme in POSTGRES_SCHEMES:
         name = unquote(parsed.path.lstrip("/"))
         if not name:

@@ -183,3 +183,32 @@ def test_drop_synthetic_participants_unknown_session_fails_cleanly(media_server)
 
     assert done.returncode != 0
     assert "cannot enlist synthetic participants" in done.stderr
+
+
+async def test_synthetic_participant_tries_again_while_the_server_is_unavailable():
+    """Like the browser, a `server.unavailable` answer (close 1013) means: try again shortly."""
+    import websockets
+
+    answers = iter(
+        [{"v": 1, "type": "error", "code": "server.unavailable"}]
+        + [{"v": 1, "type": "welcome", "member": "m1", "role": "participant", "state": "waiting"}]
+    )
+    connections = []
+
+    async def serve(ws):
+        connections.append(ws.request.path)
+        answer = next(answers)
+        await ws.send(json.dumps(answer))
+        if answer["type"] == "error":
+            await ws.close(1013)
+        else:
+            await ws.wait_closed()
+
+    async with websockets.serve(serve, "127.0.0.1", 0, subprotocols=["telehealth.v1"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        participant = SyntheticParticipant(f"http://127.0.0.1:{port}", "s1", "cookie", audio=False, video=False)
+        welcome = await participant.start()
+        await participant.close()
+
+    assert (welcome["member"], welcome["state"]) == ("m1", "waiting")
+    assert connections == ["/ws/sessions/s1/", "/ws/sessions/s1/"]

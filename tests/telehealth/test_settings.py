@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from telehealth.env import Env, ImproperlyConfiguredEnv, parse_database_url, parse_redis_url
+from telehealth.env import SQLITE_OPTIONS, Env, ImproperlyConfiguredEnv, parse_database_url, parse_redis_url
 from tests.telehealth.names import ROOT, names_read_by_settings
 
 # --- Env readers -------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_env_name_file_unreadable_names_variable(tmp_path):
 
 def test_database_url_sqlite_relative_is_under_base_dir():
     db = parse_database_url("sqlite:///var/db.sqlite3", base_dir=Path("/srv/app"))
-    assert db == {"ENGINE": "django.db.backends.sqlite3", "NAME": "/srv/app/var/db.sqlite3"}
+    assert db == {"ENGINE": "django.db.backends.sqlite3", "NAME": "/srv/app/var/db.sqlite3", "OPTIONS": SQLITE_OPTIONS}
 
 
 def test_database_url_sqlite_absolute_and_memory():
@@ -338,3 +338,50 @@ def test_env_example_documents_nothing_settings_or_compose_do_not_read():
     stale = documented_names() - names_read_by_settings() - compose_only
 
     assert stale == set()
+
+
+# Two threads of one process write to the embedded database: the first reads, the second reads
+# and writes, then the first writes. In SQLite's default mode the first one's write fails at once
+# ("database is locked": waiting could deadlock); with the settings' options it waits its turn.
+CONCURRENT_WRITERS = """
+import json, threading, time, django
+django.setup()
+from django.db import connection, transaction
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE probe (n integer)")
+connection.close()
+first_began, failures = threading.Event(), []
+
+def writer(n):
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM probe")
+            if n == 1:
+                first_began.set()
+                time.sleep(0.3)
+            cursor.execute("INSERT INTO probe VALUES (%s)", [n])
+    except Exception as exc:
+        failures.append(repr(exc))
+    finally:
+        connection.close()
+
+first = threading.Thread(target=writer, args=(1,))
+first.start()
+first_began.wait(5)
+second = threading.Thread(target=writer, args=(2,))
+second.start()
+first.join()
+second.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT n FROM probe ORDER BY n")
+    rows = [n for (n,) in cursor.fetchall()]
+print(json.dumps({"failures": failures, "rows": rows}))
+"""
+
+
+def test_embedded_database_lets_concurrent_writers_wait_their_turn(clean_env, tmp_path):
+    result = run_python(CONCURRENT_WRITERS, clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}"))
+
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"failures": [], "rows": [1, 2]}
