@@ -11,6 +11,12 @@
 // Who offers first: the member whose connection is newer (it just arrived or reconnected) calls
 // connectTo() for everyone already in the room; the others answer. Glare is still handled by the
 // `polite` role the server stamps on every relayed frame.
+//
+// A pair that has not connected after STUCK_MS starts over: the impolite side (or, before any
+// frame came back, the side that offered) builds a new connection and offers again; the other
+// side sees an offer from a new connection (its DTLS fingerprint changed: one connection keeps one
+// certificate for life) and replaces its own instead of renegotiating a dead one. Whatever went wrong in between (a lost frame, glare that
+// left one side waiting, a network that changed), the pair gets a clean second try.
 
 // Quality thresholds (loss is a fraction, rtt in seconds). A group call over a phone connection
 // stays usable up to a few percent loss; beyond ~10 % or a second of round trip, video is what hurts.
@@ -45,6 +51,20 @@ export class QualityWatch {
 }
 
 const WORSE = { unknown: 0, good: 1, fair: 2, poor: 3 };
+
+// A peer connection not connected this long starts over (then twice as long, up to STUCK_MAX_MS).
+export const STUCK_MS = 12000;
+const STUCK_MAX_MS = 60000;
+
+/**
+ * The DTLS certificate fingerprint an SDP announces: the same for every description of one
+ * RTCPeerConnection (its certificate cannot change), different for a new one. (The o= session id
+ * is not enough: aiortc writes a new one into every description.)
+ */
+export function sdpFingerprint(sdp) {
+  const match = /^a=fingerprint:(.+)$/m.exec(sdp || "");
+  return match ? match[1].trim().toLowerCase() : null;
+}
 
 /** The room's ICE servers as RTCPeerConnection takes them (username and credential only when set). */
 export function iceServerList(servers) {
@@ -82,6 +102,8 @@ export class MeshTransport {
     this.iceServers = [];
     this.localStream = null;
     this.audioOnly = false;
+    this.restarts = 0; // pairs started over because they did not connect (tests read it)
+    this.watchTimer = null;
   }
 
   setIceServers(servers) {
@@ -128,8 +150,21 @@ export class MeshTransport {
     let peer = this.peers.get(member);
     if (peer) return peer;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    peer = { pc, polite: true, makingOffer: false, ignoreOffer: false, queue: Promise.resolve(), stream: null, last: null };
+    peer = {
+      pc,
+      polite: null, // unknown until the server's first relayed frame from them says
+      offered: false, // we built this connection to offer (connectTo)
+      remoteFingerprint: null, // sdpFingerprint() of their descriptions: which connection of theirs
+      since: performance.now(), // when it was built or last connected
+      patience: STUCK_MS,
+      makingOffer: false,
+      ignoreOffer: false,
+      queue: Promise.resolve(),
+      stream: null,
+      last: null,
+    };
     this.peers.set(member, peer);
+    this.watchPeers();
 
     pc.addEventListener("track", (event) => {
       const stream = event.streams[0] || peer.stream || new MediaStream();
@@ -158,9 +193,38 @@ export class MeshTransport {
     });
     pc.addEventListener("connectionstatechange", () => {
       this.hooks.onPeerState(member, pc.connectionState);
+      if (pc.connectionState === "connected") {
+        peer.since = performance.now();
+        peer.patience = STUCK_MS;
+      }
       if (pc.connectionState === "failed") pc.restartIce();
     });
     return peer;
+  }
+
+  watchPeers() {
+    if (this.watchTimer === null) this.watchTimer = window.setInterval(() => this.startOverStuck(), 2000);
+  }
+
+  /** Start over with every pair that has not connected in time and that this side may restart. */
+  startOverStuck(now = performance.now()) {
+    for (const [member, peer] of [...this.peers]) {
+      const state = peer.pc.connectionState;
+      if (state === "connected") {
+        peer.since = now;
+        continue;
+      }
+      // One side acts: the impolite one; before any frame came back, the one that offered.
+      const mayAct = peer.polite === false || (peer.polite === null && peer.offered);
+      if (!mayAct || now - peer.since < peer.patience) continue;
+      const patience = Math.min(peer.patience * 2, STUCK_MAX_MS);
+      console.warn(`peer ${member}: not connected after ${Math.round((now - peer.since) / 1000)} s (${state}); starting over`);
+      this.restarts += 1;
+      this.connectTo(member);
+      const fresh = this.peers.get(member);
+      fresh.polite = peer.polite;
+      fresh.patience = patience;
+    }
   }
 
   addLocalTracks(peer) {
@@ -175,6 +239,7 @@ export class MeshTransport {
   connectTo(member) {
     this.removePeer(member);
     const peer = this.peer(member);
+    peer.offered = true;
     this.addLocalTracks(peer);
     const kinds = new Set(peer.pc.getTransceivers().map((t) => t.receiver.track.kind));
     // Nothing to send of a kind: still ask to receive it.
@@ -187,7 +252,17 @@ export class MeshTransport {
   handleSignal(frame) {
     const member = frame.from;
     if (!member) return;
-    const peer = this.peer(member);
+    let peer = this.peer(member);
+    if (frame.type === "signal.description") {
+      const fingerprint = sdpFingerprint(frame.sdp);
+      if (frame.kind === "offer" && peer.remoteFingerprint && fingerprint !== peer.remoteFingerprint) {
+        // They started over with a new connection: ours belongs to the old one, so replace it
+        // (decided on arrival, so the candidates that follow go to the new one).
+        this.removePeer(member);
+        peer = this.peer(member);
+      }
+      peer.remoteFingerprint = fingerprint;
+    }
     peer.polite = Boolean(frame.polite);
     peer.queue = peer.queue
       .then(() => (frame.type === "signal.description" ? this.description(member, peer, frame) : this.candidate(peer, frame)))
@@ -232,6 +307,8 @@ export class MeshTransport {
 
   closeAll() {
     for (const member of [...this.peers.keys()]) this.removePeer(member);
+    window.clearInterval(this.watchTimer);
+    this.watchTimer = null;
   }
 
   /**

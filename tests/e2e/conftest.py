@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,12 +149,25 @@ class CspWatch:
     def __init__(self, page):
         self.violations: list[str] = []
         self.errors: list[str] = []
+        self.console: list[str] = []  # warnings and errors, for a failing test's message
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        WATCHES[page] = self
 
     def _on_console(self, message) -> None:
         if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
             self.violations.append(message.text)
+        if message.type in ("warning", "error"):
+            self.console.append(f"{message.type}: {message.text}")
+
+
+WATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def console_of(page) -> list[str]:
+    """The warnings and errors the page has logged (say what went wrong when a wait fails)."""
+    watch = WATCHES.get(page)
+    return watch.console if watch else []
 
 
 def new_page(browser, **context_options):

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.conftest import _stop, axe_violations, log_in, make_server, media_page, new_page, screenshot
+from tests.e2e.conftest import _stop, axe_violations, console_of, log_in, make_server, media_page, new_page, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ MEDIA_STATS = """
 async () => {
   const out = [];
   for (const [member, pc] of Object.entries(window.telehealth.peers())) {
-    const s = {member, frames: 0, audioBytes: 0, samples: 0};
+    const s = {member, frames: 0, audioBytes: 0, samples: 0, state: pc.connectionState, signaling: pc.signalingState};
     (await pc.getStats()).forEach((r) => {
       if (r.type !== "inbound-rtp") return;
       if (r.kind === "video") s.frames += r.framesDecoded || 0;
@@ -87,7 +87,10 @@ def wait_for_media(page, count: int, timeout: float = 45.0, stats: str = MEDIA_S
         ]
         if len(flowing) == count and len(last) == count:
             return last
-    raise AssertionError(f"expected {count} remote peers with video playing and audio arriving, got {last}")
+    raise AssertionError(
+        f"expected {count} remote peers with video playing and audio arriving, got {last}; "
+        f"the page's console: {console_of(page)[-30:]}"
+    )
 
 
 def open_prejoin(page, server, join_path: str) -> None:
