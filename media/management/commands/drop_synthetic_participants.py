@@ -33,6 +33,13 @@ class Command(BaseCommand):
         parser.add_argument("--count", type=int, default=3, help="how many (1-50)")
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running server (default: %(default)s)")
         parser.add_argument("--seconds", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
+        parser.add_argument(
+            "--until-video",
+            type=int,
+            default=0,
+            metavar="N",
+            help="stop once each has decoded N video frames from every other one (--seconds still bounds the wait)",
+        )
         parser.add_argument("--report-every", type=float, default=5.0)
         parser.add_argument("--json", action="store_true", help="print the final counts as JSON")
 
@@ -67,7 +74,13 @@ class Command(BaseCommand):
                         self.stderr.write(f"{p.label} [{p.state}] frames from peers: {p.frames_from()}")
                 if all(p.close_code is not None for p in participants):
                     break
+                if options["until_video"] and all(
+                    _video_from_each(p, participants) >= options["until_video"] for p in participants
+                ):
+                    break
         finally:
+            # Every count first, then the goodbyes: one leaving removes its peer from the others'
+            # view (and their counts of it) before they were read.
             for participant in participants:
                 report[participant.label] = {
                     "member": participant.member_id,
@@ -75,5 +88,13 @@ class Command(BaseCommand):
                     "frames": participant.frames_from(),
                     "close_code": participant.close_code,
                 }
+            for participant in participants:
                 await participant.close()
         return report
+
+
+def _video_from_each(participant, participants) -> int:
+    """The fewest video frames ``participant`` has decoded from any of the others (0: one is missing)."""
+    frames = participant.frames_from()
+    others = [p.member_id for p in participants if p is not participant]
+    return min((frames.get(member, {}).get("video", 0) for member in others), default=0)
