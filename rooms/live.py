@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.sessions import login_problem, login_problems
-from rooms import services
+from rooms import join_reads, services
 from rooms.access import Admission, Code, decide_entry
 from rooms.models import (
     AdmissionPolicy,
@@ -505,11 +505,23 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
 
 
 def _join(session_id, user: User, now: datetime) -> JoinResult:
-    session = _lock_session(session_id)
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
-    seats = list(Seat.objects.select_related("user").filter(session=session))
+    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_reads).
+    facts_rows = None
+    if join_reads.available():
+        try:
+            read = join_reads.read(uuid.UUID(str(session_id)), user)
+        except ValueError:
+            read = None
+        if read is None:
+            raise LiveError(SESSION_NOT_FOUND)
+        found, facts_rows = read
+        session, seats = found.session, found.seats
+    else:
+        session = _lock_session(session_id)
+        seats = list(Seat.objects.select_related("user").filter(session=session))
     seat = next((s for s in seats if s.user_id == user.pk), None)
     holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
     present = sum(
@@ -519,7 +531,10 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         and s.capacity == SeatCapacity.PARTICIPANT
         and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
-    facts = services.entry_facts(user, session, participants_present=present)
+    if facts_rows is not None:
+        facts = join_reads.entry_facts(user, session, facts_rows, participants_present=present)
+    else:
+        facts = services.entry_facts(user, session, participants_present=present)
     if holds_place:
         facts = replace(facts, locked=False)  # a reconnect or a second tab keeps its place
     decision = decide_entry(facts, now)

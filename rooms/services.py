@@ -192,34 +192,55 @@ def entry_facts_for(user: User, sessions: Iterable[Session], *, participants_pre
                 )
             )
     removed = set(SessionRemoval.objects.filter(user=user, session_id__in=ids).values_list("session_id", flat=True))
-
-    facts = {}
-    for s in sessions:
-        if s.uses_track_roster:
-            enrollments = enrollments_by_track[s.track_id]
-            day = local_date(s)
-            on_roster = bool(enrollments)
-            enrollment_active = any(e.status == EnrollmentStatus.ACTIVE and e.covers(day) for e in enrollments)
-        else:
-            on_roster = enrollment_active = s.id in explicit
-        facts[s.id] = EntryFacts(
-            is_active=user.is_active,
+    return {
+        s.id: build_entry_facts(
+            user,
+            s,
+            enrollments=enrollments_by_track[s.track_id] if s.track_id else [],
+            on_explicit_roster=s.id in explicit,
             is_session_therapist=s.room_id in therapist_rooms or (bool(s.track_id) and s.track_id in therapist_tracks),
-            is_clinic_admin=user.role == Role.ADMIN,
-            on_roster=on_roster and user.role == Role.PARTICIPANT,
-            enrollment_active=enrollment_active,
             removed=s.id in removed,
-            status=s.status,
-            starts_at=s.starts_at,
-            ends_at=s.ends_at,
-            lobby_opens_at=s.lobby_opens_at,
-            late_join_until=s.late_join_until,
-            auto_admit=s.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK,
-            locked=s.locked,
-            capacity=s.room.capacity,
             participants_present=present.get(s.id, 0),
         )
-    return facts
+        for s in sessions
+    }
+
+
+def build_entry_facts(
+    user: User,
+    s: Session,
+    *,
+    enrollments: list[Enrollment],
+    on_explicit_roster: bool,
+    is_session_therapist: bool,
+    removed: bool,
+    participants_present: int,
+) -> EntryFacts:
+    """``EntryFacts`` from what was read about this person and session (the rows come from
+    ``entry_facts_for``, or from the realtime join's single round trip: rooms.join_reads)."""
+    if s.uses_track_roster:
+        day = local_date(s)
+        on_roster = bool(enrollments)
+        enrollment_active = any(e.status == EnrollmentStatus.ACTIVE and e.covers(day) for e in enrollments)
+    else:
+        on_roster = enrollment_active = on_explicit_roster
+    return EntryFacts(
+        is_active=user.is_active,
+        is_session_therapist=is_session_therapist,
+        is_clinic_admin=user.role == Role.ADMIN,
+        on_roster=on_roster and user.role == Role.PARTICIPANT,
+        enrollment_active=enrollment_active,
+        removed=removed,
+        status=s.status,
+        starts_at=s.starts_at,
+        ends_at=s.ends_at,
+        lobby_opens_at=s.lobby_opens_at,
+        late_join_until=s.late_join_until,
+        auto_admit=s.admission_policy == AdmissionPolicy.AUTO_THEN_KNOCK,
+        locked=s.locked,
+        capacity=s.room.capacity,
+        participants_present=participants_present,
+    )
 
 
 def entry_facts(user: User, session: Session, *, participants_present: int = 0) -> EntryFacts:

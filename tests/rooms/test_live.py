@@ -7,10 +7,11 @@ until 23:10).
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
@@ -22,6 +23,7 @@ from rooms.models import (
     ChatMessage,
     Seat,
     SeatState,
+    Session,
     SessionRemoval,
     SessionStatus,
 )
@@ -392,25 +394,74 @@ def test_survey_query_count_does_not_grow_with_connections(clinic, django_assert
     assert few.due == [False] and many.due == [False] * 5
 
 
-def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic):
+def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycopg_executes):
     # The lock, the seats (this person's, those present, the room and the waiting list all come from
     # one list), the enrollment and removal facts, the seat write and the audit row: six statements
-    # in a room of three as in a room of one (nine before; a join storm's cost is mostly these).
+    # in a room of three as in a room of one (nine before; a join storm's cost is mostly these). On
+    # PostgreSQL the reads are four prepared statements sent together (rooms.join_reads), and only
+    # the two writes go through the ORM.
     join(clinic, clinic.lead)
     join(clinic, clinic.sam)
     join(clinic, clinic.kim)
+    psycopg_executes.clear()
 
     with CaptureQueriesContext(connection) as joining:
         pat, result = join(clinic, clinic.pat)
 
     statements = [q["sql"] for q in joining.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == 6, statements
-    assert sum('FROM "rooms_seat"' in sql for sql in statements) == 1
+    if connection.vendor == "postgresql":
+        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 4
+        assert sum(sql.startswith("SELECT seat.") for sql, _ in psycopg_executes) == 1
+        assert [sql.split()[0] for sql in statements] == ["INSERT", "INSERT"], statements  # seat, audit row
+    else:
+        assert len(statements) == 6, statements
+        assert sum('FROM "rooms_seat"' in sql for sql in statements) == 1
     # The room built from that list is the room a fresh read shows, in the same order.
     assert result.room == live.room_snapshot(pat, now=NOW)
     assert {m.name for m in result.room.roster} == {
         person.display_name for person in (clinic.lead, clinic.sam, clinic.kim, clinic.pat)
     }
+
+
+def _fields(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_join_reads_on_postgresql_are_what_the_orm_reads(clinic, require_postgres):
+    from rooms import join_reads, services
+
+    join(clinic, clinic.lead)
+    join(clinic, clinic.pat)
+    SessionRemoval.objects.create(session=clinic.session, user=clinic.kim, removed_by=clinic.lead)
+    people = [clinic.lead, clinic.co, clinic.admin, clinic.pat, clinic.sam, clinic.kim, clinic.outsider]
+    people.append(clinic.outsider_therapist)
+    expected_session = Session.objects.select_related("room__program").get(pk=clinic.session.pk)
+    expected_seats = sorted(Seat.objects.select_related("user").filter(session=clinic.session), key=lambda s: s.pk)
+    for person in people:
+        with transaction.atomic():
+            found, rows = join_reads.read(clinic.session.pk, person)
+        assert _fields(found.session) == _fields(expected_session)
+        assert _fields(found.session.room) == _fields(expected_session.room)
+        assert _fields(found.session.room.program) == _fields(expected_session.room.program)
+        seats = sorted(found.seats, key=lambda s: s.pk)
+        assert [_fields(s) for s in seats] == [_fields(s) for s in expected_seats]
+        assert [_fields(s.user) for s in seats] == [_fields(s.user) for s in expected_seats]
+        facts = join_reads.entry_facts(person, found.session, rows, participants_present=2)
+        assert facts == services.entry_facts(person, expected_session, participants_present=2), person
+
+    # The facts differ where they should (so the comparison above compares something).
+    def facts_of(person):
+        with transaction.atomic():
+            found, rows = join_reads.read(clinic.session.pk, person)
+        return join_reads.entry_facts(person, found.session, rows, participants_present=0)
+
+    assert facts_of(clinic.lead).is_session_therapist and facts_of(clinic.co).is_session_therapist
+    assert not facts_of(clinic.outsider_therapist).is_session_therapist
+    assert facts_of(clinic.pat).enrollment_active and not facts_of(clinic.pat).removed
+    assert facts_of(clinic.kim).removed
+    assert not facts_of(clinic.outsider).on_roster
+    with transaction.atomic():
+        assert join_reads.read(uuid.uuid4(), clinic.pat) is None
 
 
 # --- waiting room and admission --------------------------------------------------------------------
@@ -678,6 +729,7 @@ def test_post_chat_on_postgresql_is_one_pipelined_round_trip_and_keeps_every_che
     clinic, require_postgres, psycopg_executes
 ):
     pat, joined = join(clinic, clinic.pat)
+    psycopg_executes.clear()  # the join's own reads
 
     with CaptureQueriesContext(connection) as queries:
         room = live.post_chat(pat, "c-1", "hello", now=NOW)

@@ -1,0 +1,151 @@
+"""The realtime join's reads in one round trip of prepared statements (PostgreSQL only).
+
+A join reads the session (locked), its seats with their people, and this person's entry facts
+(enrollments, roster entry, removal, therapist assignments). Through the ORM that was six
+statements, each compiled again on every join and sent on its own; in a join storm, compiling and
+binding them was most of the server's CPU (py-spy, docs/performance.md). Here the statements are
+written once from the models' metadata, prepared once per connection, and sent together (psycopg's
+pipeline mode); the rows become model instances directly. What is decided from them is unchanged:
+``rooms.services.build_entry_facts`` and ``rooms.live._join`` as before.
+
+The lock comes first in the pipeline, so the other reads see everything committed before it was
+granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from django.db import connection
+
+from accounts.models import Role, User
+from rooms.access import EntryFacts
+from rooms.models import (
+    Enrollment,
+    Program,
+    Room,
+    RoomTherapist,
+    RosterEntry,
+    Seat,
+    Session,
+    SessionRemoval,
+    TrackTherapist,
+)
+from rooms.services import build_entry_facts
+
+# psycopg prepares a statement after this many runs; ours ask on the first (prepare=True).
+ONLY_WHEN_ASKED = 1 << 30
+
+
+def _columns(model, alias: str) -> str:
+    return ", ".join(f'{alias}."{f.column}"' for f in model._meta.concrete_fields)
+
+
+def _table(model) -> str:
+    return f'"{model._meta.db_table}"'
+
+
+def _attnames(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
+
+
+def _column(model, field: str) -> str:
+    return f'"{model._meta.get_field(field).column}"'
+
+
+_SESSION_SQL = (
+    f"SELECT {_columns(Session, 's')}, {_columns(Room, 'r')}, {_columns(Program, 'p')} "
+    f'FROM {_table(Session)} s JOIN {_table(Room)} r ON r."id" = s.{_column(Session, "room")} '
+    f'JOIN {_table(Program)} p ON p."id" = r.{_column(Room, "program")} '
+    f'WHERE s."id" = %(session)s FOR UPDATE OF s'
+)
+_SEATS_SQL = (
+    f"SELECT {_columns(Seat, 'seat')}, {_columns(User, 'u')} "
+    f'FROM {_table(Seat)} seat JOIN {_table(User)} u ON u."id" = seat.{_column(Seat, "user")} '
+    f"WHERE seat.{_column(Seat, 'session')} = %(session)s"
+)
+_ENROLLMENTS_SQL = (
+    f"SELECT {_columns(Enrollment, 'e')} FROM {_table(Enrollment)} e "
+    f"WHERE e.{_column(Enrollment, 'participant')} = %(user)s AND e.{_column(Enrollment, 'track')} = "
+    f'(SELECT {_column(Session, "track")} FROM {_table(Session)} WHERE "id" = %(session)s)'
+)
+# One row of four facts: on the session's explicit roster, removed from it, therapist of its room,
+# therapist of its track.
+_FACTS_SQL = f"""
+    SELECT
+        EXISTS (SELECT 1 FROM {_table(RosterEntry)} WHERE {_column(RosterEntry, "session")} = %(session)s
+                AND {_column(RosterEntry, "participant")} = %(user)s),
+        EXISTS (SELECT 1 FROM {_table(SessionRemoval)} WHERE {_column(SessionRemoval, "session")} = %(session)s
+                AND {_column(SessionRemoval, "user")} = %(user)s),
+        EXISTS (SELECT 1 FROM {_table(RoomTherapist)} rt JOIN {_table(Session)} s
+                ON s.{_column(Session, "room")} = rt.{_column(RoomTherapist, "room")}
+                WHERE s."id" = %(session)s AND rt.{_column(RoomTherapist, "therapist")} = %(user)s),
+        EXISTS (SELECT 1 FROM {_table(TrackTherapist)} tt JOIN {_table(Session)} s
+                ON s.{_column(Session, "track")} = tt.{_column(TrackTherapist, "track")}
+                WHERE s."id" = %(session)s AND tt.{_column(TrackTherapist, "therapist")} = %(user)s)
+"""
+
+_SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = _attnames(Session), _attnames(Room), _attnames(Program)
+_SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = _attnames(Seat), _attnames(User), _attnames(Enrollment)
+
+
+@dataclass
+class JoinReads:
+    session: Session  # with room and room.program
+    seats: list[Seat]  # every seat of the session, each with its user
+
+
+def available() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _instance(model, fields: list[str], values):
+    return model.from_db(connection.alias, fields, values)
+
+
+def read(session_id, user: User) -> tuple[JoinReads, dict] | None:
+    """The locked session, its seats and this person's entry-fact rows; None when the session does
+    not exist. Call inside the join's transaction."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django connects with preparation off (psycopg then ignores prepare=True); its own cursors
+        # bind client-side and never prepare, whatever this says.
+        raw.prepare_threshold = ONLY_WHEN_ASKED
+    params = {"session": session_id, "user": user.pk}
+    with connection.wrap_database_errors:
+        cursors = [psycopg.Cursor(raw) for _ in range(4)]
+        with raw.pipeline():
+            for cursor, sql in zip(cursors, (_SESSION_SQL, _SEATS_SQL, _ENROLLMENTS_SQL, _FACTS_SQL), strict=True):
+                cursor.execute(sql, params, prepare=True)
+        session_row = cursors[0].fetchone()
+        seat_rows = cursors[1].fetchall()
+        enrollment_rows = cursors[2].fetchall()
+        on_roster, removed, room_therapist, track_therapist = cursors[3].fetchone()
+    if session_row is None:
+        return None
+    n_session, n_room = len(_SESSION_FIELDS), len(_ROOM_FIELDS)
+    session = _instance(Session, _SESSION_FIELDS, session_row[:n_session])
+    room = _instance(Room, _ROOM_FIELDS, session_row[n_session : n_session + n_room])
+    room.program = _instance(Program, _PROGRAM_FIELDS, session_row[n_session + n_room :])
+    session.room = room
+    seats = []
+    n_seat = len(_SEAT_FIELDS)
+    for row in seat_rows:
+        seat = _instance(Seat, _SEAT_FIELDS, row[:n_seat])
+        seat.user = _instance(User, _USER_FIELDS, row[n_seat:])
+        seat.session = session
+        seats.append(seat)
+    participant = user.role == Role.PARTICIPANT
+    facts_rows = {
+        "enrollments": [_instance(Enrollment, _ENROLLMENT_FIELDS, r) for r in enrollment_rows] if participant else [],
+        "on_explicit_roster": participant and on_roster,
+        "removed": removed,
+        "is_session_therapist": user.role == Role.THERAPIST and (room_therapist or track_therapist),
+    }
+    return JoinReads(session=session, seats=seats), facts_rows
+
+
+def entry_facts(user: User, session: Session, facts_rows: dict, *, participants_present: int) -> EntryFacts:
+    return build_entry_facts(user, session, participants_present=participants_present, **facts_rows)
