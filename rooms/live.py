@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.sessions import login_problem, login_problems
-from rooms import join_reads, services
+from rooms import join_sql, services
 from rooms.access import Admission, Code, decide_entry
 from rooms.models import (
     AdmissionPolicy,
@@ -508,11 +508,11 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
-    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_reads).
+    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
     facts_rows = None
-    if join_reads.available():
+    if join_sql.available():
         try:
-            read = join_reads.read(uuid.UUID(str(session_id)), user)
+            read = join_sql.read(uuid.UUID(str(session_id)), user)
         except ValueError:
             read = None
         if read is None:
@@ -532,7 +532,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
     if facts_rows is not None:
-        facts = join_reads.entry_facts(user, session, facts_rows, participants_present=present)
+        facts = join_sql.entry_facts(user, session, facts_rows, participants_present=present)
     else:
         facts = services.entry_facts(user, session, participants_present=present)
     if holds_place:
@@ -566,7 +566,18 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     token = secrets.token_urlsafe(32)
     seat.previous_resume_token_hash = seat.resume_token_hash
     seat.resume_token_hash = _hash(token)
-    seat.save()
+    if reconnected and before == seat.state:
+        audit = AuditEvent(
+            action=AuditAction.RECONNECTED, session_id=session.pk, actor_id=user.pk, code="replaced" if replaced else ""
+        )
+    else:
+        admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
+        audit = AuditEvent(action=AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
+    if facts_rows is not None:
+        join_sql.write(seat, audit)  # both in one round trip
+    else:
+        seat.save()
+        audit.save()
 
     me = member_view(seat)
     entered = seat.state == SeatState.ADMITTED and before != SeatState.ADMITTED
@@ -576,11 +587,6 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         changes.updated.append(me)  # connected again (or on a new tab): peers renegotiate media
     if before == SeatState.WAITING or seat.state == SeatState.WAITING:
         changes.waiting_list = _waiting_list_of(_waiting_in_order(seats))
-    if reconnected and before == seat.state:
-        _audit(AuditAction.RECONNECTED, session_id=session.pk, actor_id=user.pk, code="replaced" if replaced else "")
-    else:
-        admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
-        _audit(AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
 
     admitted = seat.state == SeatState.ADMITTED
     return JoinResult(

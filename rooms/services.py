@@ -217,7 +217,7 @@ def build_entry_facts(
     participants_present: int,
 ) -> EntryFacts:
     """``EntryFacts`` from what was read about this person and session (the rows come from
-    ``entry_facts_for``, or from the realtime join's single round trip: rooms.join_reads)."""
+    ``entry_facts_for``, or from the realtime join's single round trip: rooms.join_sql)."""
     if s.uses_track_roster:
         day = local_date(s)
         on_roster = bool(enrollments)

@@ -1,4 +1,4 @@
-"""The realtime join's reads in one round trip of prepared statements (PostgreSQL only).
+"""The realtime join's statements in two round trips of prepared statements (PostgreSQL only).
 
 A join reads the session (locked), its seats with their people, and this person's entry facts
 (enrollments, roster entry, removal, therapist assignments). Through the ORM that was six
@@ -9,7 +9,9 @@ pipeline mode); the rows become model instances directly. What is decided from t
 ``rooms.services.build_entry_facts`` and ``rooms.live._join`` as before.
 
 The lock comes first in the pipeline, so the other reads see everything committed before it was
-granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do.
+granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do. The writes (the
+seat, inserted or updated with every field as ``Model.save`` does, and the audit row) go together
+in a second round trip (``write``); the caller's transaction commits them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.db import connection
 from accounts.models import Role, User
 from rooms.access import EntryFacts
 from rooms.models import (
+    AuditEvent,
     Enrollment,
     Program,
     Room,
@@ -149,3 +152,42 @@ def read(session_id, user: User) -> tuple[JoinReads, dict] | None:
 
 def entry_facts(user: User, session: Session, facts_rows: dict, *, participants_present: int) -> EntryFacts:
     return build_entry_facts(user, session, participants_present=participants_present, **facts_rows)
+
+
+def _insert_sql(model) -> str:
+    fields = model._meta.concrete_fields
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    values = ", ".join(f"%({f.attname})s" for f in fields)
+    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({values})"
+
+
+def _update_sql(model) -> str:
+    assignments = ", ".join(f'"{f.column}" = %({f.attname})s' for f in model._meta.concrete_fields if not f.primary_key)
+    return f'UPDATE {_table(model)} SET {assignments} WHERE "{model._meta.pk.column}" = %({model._meta.pk.attname})s'
+
+
+_SEAT_INSERT, _SEAT_UPDATE, _AUDIT_INSERT = _insert_sql(Seat), _update_sql(Seat), _insert_sql(AuditEvent)
+
+
+def _values(instance) -> dict:
+    """Every concrete field as ``Model.save`` would send it."""
+    return {
+        f.attname: f.get_db_prep_save(f.pre_save(instance, instance._state.adding), connection)
+        for f in type(instance)._meta.concrete_fields
+    }
+
+
+def write(seat: Seat, audit: AuditEvent) -> None:
+    """Save the seat (insert when new, else update every field) and add the audit row, together."""
+    raw = connection.connection
+    adding = seat._state.adding
+    with connection.wrap_database_errors:
+        cursors = [psycopg.Cursor(raw), psycopg.Cursor(raw)]
+        with raw.pipeline():
+            cursors[0].execute(_SEAT_INSERT if adding else _SEAT_UPDATE, _values(seat), prepare=True)
+            cursors[1].execute(_AUDIT_INSERT, _values(audit), prepare=True)
+        if not adding and cursors[0].rowcount != 1:
+            raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
+    for instance in (seat, audit):
+        instance._state.adding = False
+        instance._state.db = connection.alias
