@@ -35,14 +35,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from rooms import live
 from rooms.models import SeatCapacity, SeatState
-from signaling import auth, db, fanout, frames, groups, wire
+from signaling import db, fanout, frames, groups, wire
 from signaling import protocol as p
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
 from signaling.hub import get_hub
@@ -256,17 +255,20 @@ class SessionConsumer(AsyncWebsocketConsumer):
     # --- handshake -----------------------------------------------------------------------------
 
     async def on_connect(self) -> None:
+        user = self.scope.get("user")
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         if p.SUBPROTOCOL not in self.scope.get("subprotocols", []):
-            await self._refuse(await self._login_for_audit(), "protocol.subprotocol")
+            await self._refuse(user, "protocol.subprotocol")
+            return
+        if user is None or not user.is_authenticated:
+            await self._refuse(None, "auth.required")
             return
         # Join the broadcast groups this person may need before the seat is read, so nothing
-        # published between the read and the subscription is missed. Who they are is known only
-        # with the join (one database call resolves the login and takes the seat), so all three
-        # for now; the extras go after. Nothing reaches the connection meanwhile: deliveries wait
-        # for the handshake, then each is checked against the seat's audience.
-        sid = self.session_id
-        provisional = [groups.room(sid), groups.moderators(sid), groups.waiting(sid)]
+        # published between the read and the subscription is missed; the extras go after.
+        provisional = [groups.room(self.session_id)]
+        provisional.append(
+            groups.moderators(self.session_id) if user.is_clinic_staff else groups.waiting(self.session_id)
+        )
         try:
             await self._join_groups(provisional)
         except LAYER_ERRORS:
@@ -274,28 +276,19 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._unavailable("channel layer unavailable")
             return
         try:
-            user, outcome = await db.run(
-                login_and_join, self.scope.get("session"), auth.resolved_user(self.scope), self.session_id
-            )
-        except DatabaseError:
+            result = await db.run(live.join, self.session_id, user)
+        except live.LiveError as exc:
             await self._leave_groups(sorted(self.in_groups))
-            await self._unavailable("database unavailable")
-            return
-        if "user" in self.scope:
-            auth.set_user(self.scope, user)
-        if not user.is_authenticated:
-            await self._leave_groups(sorted(self.in_groups))
-            await self._refuse(None, "auth.required")
-            return
-        if isinstance(outcome, live.LiveError):
-            await self._leave_groups(sorted(self.in_groups))
-            if outcome.code == "room.locked":
+            if exc.code == "room.locked":
                 # The lock keeps people out, not unheard: the therapists see the knock.
                 knock = p.build(p.Knock, name=user.display_name)
                 await self._layer_send(groups.moderators(self.session_id), fanout.event(fanout.MODERATORS, knock))
             await self.close()
             return
-        result = outcome
+        except DatabaseError:
+            await self._leave_groups(sorted(self.in_groups))
+            await self._unavailable("database unavailable")
+            return
 
         self.actor = live.Actor(self.session_id, user.pk, result.epoch)
         self.member_id = result.member.member_id
@@ -338,12 +331,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await fanout.send(self.channel_layer, group, message)
         except LAYER_ERRORS:
             log.warning("fan-out failed: channel layer unavailable", exc_info=True)
-
-    async def _login_for_audit(self):
-        try:
-            return await auth.login(self.scope)
-        except DatabaseError:
-            return None  # the refusal is still sent; only its audit row names nobody
 
     async def _refuse(self, user, code: str) -> None:
         user_id = user.pk if user is not None and user.is_authenticated else None
@@ -649,19 +636,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await sfu.closed(self, 1000)  # nothing left at Janus (a no-op when _close did it)
         if self.actor is not None:
             record_disconnect(self.channel_layer, self.actor, self.member_id)
-
-
-def login_and_join(session, user, session_id) -> tuple:
-    """The handshake's login and the join, in one call to the database thread: ``(user, outcome)``,
-    where outcome is the ``JoinResult``, the refusal (``LiveError``), or None for an anonymous user."""
-    if user is None:
-        user = auth.user_of(session) if session is not None else AnonymousUser()
-    if not user.is_authenticated:
-        return user, None
-    try:
-        return user, live.join(session_id, user)
-    except live.LiveError as exc:
-        return user, exc
 
 
 def record_disconnect(layer, actor: live.Actor, member_id: str | None) -> None:

@@ -21,7 +21,6 @@ from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 
-from signaling.auth import login
 from telehealth.asgi import application, websocket_stack
 from tests.factories import make_user
 from tests.telehealth.names import ROOT
@@ -37,12 +36,10 @@ async def close_thread_connections():
 
 
 async def echo_user(scope, receive, send):
-    """Accept any handshake and report who the stack says the user is (resolved on demand: the
-    session consumer does it in its join's database call)."""
+    """Accept any handshake and report who the stack says the user is."""
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
-    user = await login(scope)
-    assert scope["user"].pk == user.pk
+    user = scope["user"]
     await send(
         {
             "type": "websocket.send",

@@ -195,22 +195,3 @@ async def test_admitted_members_get_turn_credentials_of_their_own_valid_to_the_s
         assert hello["member"] not in pseudonym  # coturn logs usernames: opaque, not the member id
         assert credential["credential"] == turn_password(settings.TURN_SECRET, credential["username"])
     assert lead_turn["username"] != pat_turn["username"]
-
-
-async def test_a_join_is_one_call_to_the_database_thread_login_included(live, sockets, monkeypatch):
-    # The handshake's login and the join go to the database thread together: one hop per join,
-    # not two (a join storm queues for that thread: docs/performance.md).
-    from signaling import consumers, db
-
-    calls: list[str] = []
-    original = db.run
-
-    async def counting(fn, /, *args, **kwargs):
-        calls.append(getattr(fn, "__name__", repr(fn)))
-        return await original(fn, *args, **kwargs)
-
-    monkeypatch.setattr(db, "run", counting)
-    pat, hello = await sockets.enter(live.pat, live.session)
-
-    assert hello["state"] == "admitted"
-    assert calls == [consumers.login_and_join.__name__]
