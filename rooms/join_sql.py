@@ -35,10 +35,8 @@ from rooms.models import (
     SessionRemoval,
     TrackTherapist,
 )
+from rooms.pg import raw_connection
 from rooms.services import build_entry_facts
-
-# psycopg prepares a statement after this many runs; ours ask on the first (prepare=True).
-ONLY_WHEN_ASKED = 1 << 30
 
 
 def _columns(model, alias: str) -> str:
@@ -110,12 +108,7 @@ def _instance(model, fields: list[str], values):
 def read(session_id, user: User) -> tuple[JoinReads, dict] | None:
     """The locked session, its seats and this person's entry-fact rows; None when the session does
     not exist. Call inside the join's transaction."""
-    connection.ensure_connection()
-    raw = connection.connection
-    if raw.prepare_threshold is None:
-        # Django connects with preparation off (psycopg then ignores prepare=True); its own cursors
-        # bind client-side and never prepare, whatever this says.
-        raw.prepare_threshold = ONLY_WHEN_ASKED
+    raw = raw_connection()
     params = {"session": session_id, "user": user.pk}
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw) for _ in range(4)]

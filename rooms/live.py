@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.sessions import login_problem, login_problems
-from rooms import join_sql, services
+from rooms import join_sql, pg, services
 from rooms.access import Admission, Code, decide_entry
 from rooms.models import (
     AdmissionPolicy,
@@ -1251,10 +1251,6 @@ _CHAT_STORE = f"""
 """
 
 
-# psycopg prepares a statement after this many runs; ours ask on the first (prepare=True).
-ONLY_WHEN_ASKED = 1 << 30
-
-
 @dataclass(frozen=True)
 class ChatRequest:
     """One chat message to store: who sends it, the client's id for it, and where it goes."""
@@ -1277,12 +1273,7 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     eligible = [i for i, r in enumerate(requests) if r.thread is None and r.text.strip()]
     if connection.vendor != "postgresql" or not eligible:
         return views
-    connection.ensure_connection()
-    raw = connection.connection
-    if raw.prepare_threshold is None:
-        # Django connects with preparation off (psycopg then ignores prepare=True). Its own cursors bind
-        # client-side and never prepare whatever this says; only statements that ask are prepared.
-        raw.prepare_threshold = ONLY_WHEN_ASKED
+    raw = pg.raw_connection()
     constants = {
         "now": now,
         "ended": SessionStatus.ENDED.value,
