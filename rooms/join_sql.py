@@ -16,6 +16,7 @@ in a second round trip (``write``); the caller's transaction commits them.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -93,8 +94,13 @@ _SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = _attnames(Seat), _attnames(User
 
 @dataclass
 class JoinReads:
+    user: User
     session: Session  # with room and room.program
     seats: list[Seat]  # every seat of the session, each with its user
+    facts: dict  # this person's entry-fact rows, as services.build_entry_facts takes them
+
+    def entry_facts(self, *, participants_present: int) -> EntryFacts:
+        return build_entry_facts(self.user, self.session, participants_present=participants_present, **self.facts)
 
 
 def available() -> bool:
@@ -105,9 +111,13 @@ def _instance(model, fields: list[str], values):
     return model.from_db(connection.alias, fields, values)
 
 
-def read(session_id, user: User) -> tuple[JoinReads, dict] | None:
+def read(session_id, user: User) -> JoinReads | None:
     """The locked session, its seats and this person's entry-fact rows; None when the session does
-    not exist. Call inside the join's transaction."""
+    not exist (or the id is not one). Call inside the join's transaction."""
+    try:
+        session_id = uuid.UUID(str(session_id))
+    except ValueError:
+        return None
     raw = raw_connection()
     params = {"session": session_id, "user": user.pk}
     with connection.wrap_database_errors:
@@ -134,17 +144,13 @@ def read(session_id, user: User) -> tuple[JoinReads, dict] | None:
         seat.session = session
         seats.append(seat)
     participant = user.role == Role.PARTICIPANT
-    facts_rows = {
+    facts = {
         "enrollments": [_instance(Enrollment, _ENROLLMENT_FIELDS, r) for r in enrollment_rows] if participant else [],
         "on_explicit_roster": participant and on_roster,
         "removed": removed,
         "is_session_therapist": user.role == Role.THERAPIST and (room_therapist or track_therapist),
     }
-    return JoinReads(session=session, seats=seats), facts_rows
-
-
-def entry_facts(user: User, session: Session, facts_rows: dict, *, participants_present: int) -> EntryFacts:
-    return build_entry_facts(user, session, participants_present=participants_present, **facts_rows)
+    return JoinReads(user=user, session=session, seats=seats, facts=facts)
 
 
 def _insert_sql(model) -> str:
@@ -172,7 +178,7 @@ def _values(instance) -> dict:
 
 def write(seat: Seat, audit: AuditEvent) -> None:
     """Save the seat (insert when new, else update every field) and add the audit row, together."""
-    raw = connection.connection
+    raw = raw_connection()
     adding = seat._state.adding
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw), psycopg.Cursor(raw)]

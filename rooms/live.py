@@ -509,15 +509,11 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
     # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
-    facts_rows = None
+    found = None
     if join_sql.available():
-        try:
-            read = join_sql.read(uuid.UUID(str(session_id)), user)
-        except ValueError:
-            read = None
-        if read is None:
+        found = join_sql.read(session_id, user)
+        if found is None:
             raise LiveError(SESSION_NOT_FOUND)
-        found, facts_rows = read
         session, seats = found.session, found.seats
     else:
         session = _lock_session(session_id)
@@ -531,8 +527,8 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         and s.capacity == SeatCapacity.PARTICIPANT
         and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
-    if facts_rows is not None:
-        facts = join_sql.entry_facts(user, session, facts_rows, participants_present=present)
+    if found is not None:
+        facts = found.entry_facts(participants_present=present)
     else:
         facts = services.entry_facts(user, session, participants_present=present)
     if holds_place:
@@ -573,7 +569,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     else:
         admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
         audit = AuditEvent(action=AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
-    if facts_rows is not None:
+    if found is not None:
         join_sql.write(seat, audit)  # both in one round trip
     else:
         seat.save()

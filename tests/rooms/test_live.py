@@ -394,7 +394,7 @@ def test_survey_query_count_does_not_grow_with_connections(clinic, django_assert
     assert few.due == [False] and many.due == [False] * 5
 
 
-def test_a_join_sql_the_sessions_seats_once_however_many_are_in(clinic, psycopg_executes):
+def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycopg_executes):
     # The lock, the seats (this person's, those present, the room and the waiting list all come from
     # one list), the enrollment and removal facts, the seat write and the audit row: six statements
     # in a room of three as in a room of one (nine before; a join storm's cost is mostly these). On
@@ -429,7 +429,7 @@ def _fields(instance) -> dict:
     return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
 
 
-def test_join_sql_on_postgresql_are_what_the_orm_reads(clinic, require_postgres):
+def test_the_joins_statements_on_postgresql_read_what_the_orm_reads(clinic, require_postgres):
     from rooms import join_sql, services
 
     join(clinic, clinic.lead)
@@ -441,21 +441,21 @@ def test_join_sql_on_postgresql_are_what_the_orm_reads(clinic, require_postgres)
     expected_seats = sorted(Seat.objects.select_related("user").filter(session=clinic.session), key=lambda s: s.pk)
     for person in people:
         with transaction.atomic():
-            found, rows = join_sql.read(clinic.session.pk, person)
+            found = join_sql.read(clinic.session.pk, person)
         assert _fields(found.session) == _fields(expected_session)
         assert _fields(found.session.room) == _fields(expected_session.room)
         assert _fields(found.session.room.program) == _fields(expected_session.room.program)
         seats = sorted(found.seats, key=lambda s: s.pk)
         assert [_fields(s) for s in seats] == [_fields(s) for s in expected_seats]
         assert [_fields(s.user) for s in seats] == [_fields(s.user) for s in expected_seats]
-        facts = join_sql.entry_facts(person, found.session, rows, participants_present=2)
+        facts = found.entry_facts(participants_present=2)
         assert facts == services.entry_facts(person, expected_session, participants_present=2), person
 
     # The facts differ where they should (so the comparison above compares something).
     def facts_of(person):
         with transaction.atomic():
-            found, rows = join_sql.read(clinic.session.pk, person)
-        return join_sql.entry_facts(person, found.session, rows, participants_present=0)
+            found = join_sql.read(clinic.session.pk, person)
+        return found.entry_facts(participants_present=0)
 
     assert facts_of(clinic.lead).is_session_therapist and facts_of(clinic.co).is_session_therapist
     assert not facts_of(clinic.outsider_therapist).is_session_therapist
@@ -464,6 +464,7 @@ def test_join_sql_on_postgresql_are_what_the_orm_reads(clinic, require_postgres)
     assert not facts_of(clinic.outsider).on_roster
     with transaction.atomic():
         assert join_sql.read(uuid.uuid4(), clinic.pat) is None
+        assert join_sql.read("not-a-session-id", clinic.pat) is None
 
 
 # --- waiting room and admission --------------------------------------------------------------------
