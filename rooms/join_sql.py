@@ -23,6 +23,7 @@ import psycopg
 from django.db import connection
 
 from accounts.models import Role, User
+from rooms import pg
 from rooms.access import EntryFacts
 from rooms.models import (
     AuditEvent,
@@ -36,60 +37,42 @@ from rooms.models import (
     SessionRemoval,
     TrackTherapist,
 )
-from rooms.pg import raw_connection
 from rooms.services import build_entry_facts
 
-
-def _columns(model, alias: str) -> str:
-    return ", ".join(f'{alias}."{f.column}"' for f in model._meta.concrete_fields)
-
-
-def _table(model) -> str:
-    return f'"{model._meta.db_table}"'
-
-
-def _attnames(model) -> list[str]:
-    return [f.attname for f in model._meta.concrete_fields]
-
-
-def _column(model, field: str) -> str:
-    return f'"{model._meta.get_field(field).column}"'
-
-
 _SESSION_SQL = (
-    f"SELECT {_columns(Session, 's')}, {_columns(Room, 'r')}, {_columns(Program, 'p')} "
-    f'FROM {_table(Session)} s JOIN {_table(Room)} r ON r."id" = s.{_column(Session, "room")} '
-    f'JOIN {_table(Program)} p ON p."id" = r.{_column(Room, "program")} '
+    f"SELECT {pg.columns(Session, 's')}, {pg.columns(Room, 'r')}, {pg.columns(Program, 'p')} "
+    f'FROM {pg.table(Session)} s JOIN {pg.table(Room)} r ON r."id" = s.{pg.column(Session, "room")} '
+    f'JOIN {pg.table(Program)} p ON p."id" = r.{pg.column(Room, "program")} '
     f'WHERE s."id" = %(session)s FOR UPDATE OF s'
 )
 _SEATS_SQL = (
-    f"SELECT {_columns(Seat, 'seat')}, {_columns(User, 'u')} "
-    f'FROM {_table(Seat)} seat JOIN {_table(User)} u ON u."id" = seat.{_column(Seat, "user")} '
-    f"WHERE seat.{_column(Seat, 'session')} = %(session)s"
+    f"SELECT {pg.columns(Seat, 'seat')}, {pg.columns(User, 'u')} "
+    f'FROM {pg.table(Seat)} seat JOIN {pg.table(User)} u ON u."id" = seat.{pg.column(Seat, "user")} '
+    f"WHERE seat.{pg.column(Seat, 'session')} = %(session)s"
 )
 _ENROLLMENTS_SQL = (
-    f"SELECT {_columns(Enrollment, 'e')} FROM {_table(Enrollment)} e "
-    f"WHERE e.{_column(Enrollment, 'participant')} = %(user)s AND e.{_column(Enrollment, 'track')} = "
-    f'(SELECT {_column(Session, "track")} FROM {_table(Session)} WHERE "id" = %(session)s)'
+    f"SELECT {pg.columns(Enrollment, 'e')} FROM {pg.table(Enrollment)} e "
+    f"WHERE e.{pg.column(Enrollment, 'participant')} = %(user)s AND e.{pg.column(Enrollment, 'track')} = "
+    f'(SELECT {pg.column(Session, "track")} FROM {pg.table(Session)} WHERE "id" = %(session)s)'
 )
 # One row of four facts: on the session's explicit roster, removed from it, therapist of its room,
 # therapist of its track.
 _FACTS_SQL = f"""
     SELECT
-        EXISTS (SELECT 1 FROM {_table(RosterEntry)} WHERE {_column(RosterEntry, "session")} = %(session)s
-                AND {_column(RosterEntry, "participant")} = %(user)s),
-        EXISTS (SELECT 1 FROM {_table(SessionRemoval)} WHERE {_column(SessionRemoval, "session")} = %(session)s
-                AND {_column(SessionRemoval, "user")} = %(user)s),
-        EXISTS (SELECT 1 FROM {_table(RoomTherapist)} rt JOIN {_table(Session)} s
-                ON s.{_column(Session, "room")} = rt.{_column(RoomTherapist, "room")}
-                WHERE s."id" = %(session)s AND rt.{_column(RoomTherapist, "therapist")} = %(user)s),
-        EXISTS (SELECT 1 FROM {_table(TrackTherapist)} tt JOIN {_table(Session)} s
-                ON s.{_column(Session, "track")} = tt.{_column(TrackTherapist, "track")}
-                WHERE s."id" = %(session)s AND tt.{_column(TrackTherapist, "therapist")} = %(user)s)
+        EXISTS (SELECT 1 FROM {pg.table(RosterEntry)} WHERE {pg.column(RosterEntry, "session")} = %(session)s
+                AND {pg.column(RosterEntry, "participant")} = %(user)s),
+        EXISTS (SELECT 1 FROM {pg.table(SessionRemoval)} WHERE {pg.column(SessionRemoval, "session")} = %(session)s
+                AND {pg.column(SessionRemoval, "user")} = %(user)s),
+        EXISTS (SELECT 1 FROM {pg.table(RoomTherapist)} rt JOIN {pg.table(Session)} s
+                ON s.{pg.column(Session, "room")} = rt.{pg.column(RoomTherapist, "room")}
+                WHERE s."id" = %(session)s AND rt.{pg.column(RoomTherapist, "therapist")} = %(user)s),
+        EXISTS (SELECT 1 FROM {pg.table(TrackTherapist)} tt JOIN {pg.table(Session)} s
+                ON s.{pg.column(Session, "track")} = tt.{pg.column(TrackTherapist, "track")}
+                WHERE s."id" = %(session)s AND tt.{pg.column(TrackTherapist, "therapist")} = %(user)s)
 """
 
-_SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = _attnames(Session), _attnames(Room), _attnames(Program)
-_SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = _attnames(Seat), _attnames(User), _attnames(Enrollment)
+_SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = pg.attnames(Session), pg.attnames(Room), pg.attnames(Program)
+_SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = pg.attnames(Seat), pg.attnames(User), pg.attnames(Enrollment)
 
 
 @dataclass
@@ -103,14 +86,6 @@ class JoinReads:
         return build_entry_facts(self.user, self.session, participants_present=participants_present, **self.facts)
 
 
-def available() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _instance(model, fields: list[str], values):
-    return model.from_db(connection.alias, fields, values)
-
-
 def read(session_id, user: User) -> JoinReads | None:
     """The locked session, its seats and this person's entry-fact rows; None when the session does
     not exist (or the id is not one). Call inside the join's transaction."""
@@ -118,7 +93,7 @@ def read(session_id, user: User) -> JoinReads | None:
         session_id = uuid.UUID(str(session_id))
     except ValueError:
         return None
-    raw = raw_connection()
+    raw = pg.raw_connection()
     params = {"session": session_id, "user": user.pk}
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw) for _ in range(4)]
@@ -132,20 +107,20 @@ def read(session_id, user: User) -> JoinReads | None:
     if session_row is None:
         return None
     n_session, n_room = len(_SESSION_FIELDS), len(_ROOM_FIELDS)
-    session = _instance(Session, _SESSION_FIELDS, session_row[:n_session])
-    room = _instance(Room, _ROOM_FIELDS, session_row[n_session : n_session + n_room])
-    room.program = _instance(Program, _PROGRAM_FIELDS, session_row[n_session + n_room :])
+    session = pg.instance(Session, _SESSION_FIELDS, session_row[:n_session])
+    room = pg.instance(Room, _ROOM_FIELDS, session_row[n_session : n_session + n_room])
+    room.program = pg.instance(Program, _PROGRAM_FIELDS, session_row[n_session + n_room :])
     session.room = room
     seats = []
     n_seat = len(_SEAT_FIELDS)
     for row in seat_rows:
-        seat = _instance(Seat, _SEAT_FIELDS, row[:n_seat])
-        seat.user = _instance(User, _USER_FIELDS, row[n_seat:])
+        seat = pg.instance(Seat, _SEAT_FIELDS, row[:n_seat])
+        seat.user = pg.instance(User, _USER_FIELDS, row[n_seat:])
         seat.session = session
         seats.append(seat)
     participant = user.role == Role.PARTICIPANT
     facts = {
-        "enrollments": [_instance(Enrollment, _ENROLLMENT_FIELDS, r) for r in enrollment_rows] if participant else [],
+        "enrollments": [pg.instance(Enrollment, _ENROLLMENT_FIELDS, r) for r in enrollment_rows] if participant else [],
         "on_explicit_roster": participant and on_roster,
         "removed": removed,
         "is_session_therapist": user.role == Role.THERAPIST and (room_therapist or track_therapist),
@@ -157,12 +132,12 @@ def _insert_sql(model) -> str:
     fields = model._meta.concrete_fields
     columns = ", ".join(f'"{f.column}"' for f in fields)
     values = ", ".join(f"%({f.attname})s" for f in fields)
-    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({values})"
+    return f"INSERT INTO {pg.table(model)} ({columns}) VALUES ({values})"
 
 
 def _update_sql(model) -> str:
     assignments = ", ".join(f'"{f.column}" = %({f.attname})s' for f in model._meta.concrete_fields if not f.primary_key)
-    return f'UPDATE {_table(model)} SET {assignments} WHERE "{model._meta.pk.column}" = %({model._meta.pk.attname})s'
+    return f'UPDATE {pg.table(model)} SET {assignments} WHERE "{model._meta.pk.column}" = %({model._meta.pk.attname})s'
 
 
 _SEAT_INSERT, _SEAT_UPDATE, _AUDIT_INSERT = _insert_sql(Seat), _update_sql(Seat), _insert_sql(AuditEvent)
@@ -178,7 +153,7 @@ def _values(instance) -> dict:
 
 def write(seat: Seat, audit: AuditEvent) -> None:
     """Save the seat (insert when new, else update every field) and add the audit row, together."""
-    raw = raw_connection()
+    raw = pg.raw_connection()
     adding = seat._state.adding
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw), psycopg.Cursor(raw)]

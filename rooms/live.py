@@ -510,7 +510,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
     # (the session row lock keeps it current: every change to seats of this session takes it).
     # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
     found = None
-    if join_sql.available():
+    if pg.available():
         found = join_sql.read(session_id, user)
         if found is None:
             raise LiveError(SESSION_NOT_FOUND)

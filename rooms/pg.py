@@ -1,9 +1,12 @@
 """The psycopg connection under Django's, for the hot paths that send prepared statements in a
-pipeline (chat batches in ``rooms.live``, the join in ``rooms.join_sql``). PostgreSQL only."""
+pipeline (chat batches in ``rooms.live``, the join in ``rooms.join_sql``, the handshake's login in
+``signaling.auth``), and the pieces those statements are written from (the models' own metadata,
+so a renamed column or a new field cannot leave them behind). PostgreSQL only."""
 
 from __future__ import annotations
 
 from django.db import connection
+from django.db.models import Model
 
 # psycopg prepares a statement after this many runs; ours ask on the first (prepare=True).
 ONLY_WHEN_ASKED = 1 << 30
@@ -18,3 +21,30 @@ def raw_connection():
         # bind client-side and never prepare whatever this says; only statements that ask are prepared.
         raw.prepare_threshold = ONLY_WHEN_ASKED
     return raw
+
+
+def available() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def table(model: type[Model]) -> str:
+    return f'"{model._meta.db_table}"'
+
+
+def columns(model: type[Model], alias: str) -> str:
+    """Every concrete column of ``model``, in field order, as ``alias."column"``."""
+    return ", ".join(f'{alias}."{f.column}"' for f in model._meta.concrete_fields)
+
+
+def column(model: type[Model], field: str) -> str:
+    return f'"{model._meta.get_field(field).column}"'
+
+
+def attnames(model: type[Model]) -> list[str]:
+    """The attribute names matching ``columns(model, ...)``, for ``instance``."""
+    return [f.attname for f in model._meta.concrete_fields]
+
+
+def instance(model: type[Model], fields: list[str], values):
+    """A model instance from a row, as the ORM builds one (``from_db``: not adding, this database)."""
+    return model.from_db(connection.alias, fields, values)
