@@ -9,7 +9,10 @@ pipeline mode); the rows become model instances directly. What is decided from t
 ``rooms.services.build_entry_facts`` and ``rooms.live._join`` as before.
 
 The lock comes first in the pipeline, so the other reads see everything committed before it was
-granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do. The writes (the
+granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do: three statements
+(the locked session with its room and program; the person's facts with the seats; the person's
+enrollments), not one, because a statement's reads see what was committed when it began, and a
+removal committed while this join waited for the lock must be seen. The writes (the
 seat, inserted or updated with every field as ``Model.save`` does, and the audit row) go together
 in a second round trip (``write``); the caller's transaction commits them.
 """
@@ -45,20 +48,17 @@ _SESSION_SQL = (
     f'JOIN {pg.table(Program)} p ON p."id" = r.{pg.column(Room, "program")} '
     f'WHERE s."id" = %(session)s FOR UPDATE OF s'
 )
-_SEATS_SQL = (
-    f"SELECT {pg.columns(Seat, 'seat')}, {pg.columns(User, 'u')} "
-    f'FROM {pg.table(Seat)} seat JOIN {pg.table(User)} u ON u."id" = seat.{pg.column(Seat, "user")} '
-    f"WHERE seat.{pg.column(Seat, 'session')} = %(session)s"
-)
 _ENROLLMENTS_SQL = (
     f"SELECT {pg.columns(Enrollment, 'e')} FROM {pg.table(Enrollment)} e "
     f"WHERE e.{pg.column(Enrollment, 'participant')} = %(user)s AND e.{pg.column(Enrollment, 'track')} = "
     f'(SELECT {pg.column(Session, "track")} FROM {pg.table(Session)} WHERE "id" = %(session)s)'
 )
-# One row of four facts: on the session's explicit roster, removed from it, therapist of its room,
-# therapist of its track.
-_FACTS_SQL = f"""
-    SELECT
+# The seats with their people, each row led by four facts about this person: on the session's
+# explicit roster, removed from it, therapist of its room, therapist of its track. A session without
+# seats yet gives one row of facts and NULLs (the LEFT JOIN), so the facts always come back.
+_FACTS_AND_SEATS_SQL = f"""
+    SELECT f.*, {pg.columns(Seat, "seat")}, {pg.columns(User, "u")}
+    FROM (SELECT
         EXISTS (SELECT 1 FROM {pg.table(RosterEntry)} WHERE {pg.column(RosterEntry, "session")} = %(session)s
                 AND {pg.column(RosterEntry, "participant")} = %(user)s),
         EXISTS (SELECT 1 FROM {pg.table(SessionRemoval)} WHERE {pg.column(SessionRemoval, "session")} = %(session)s
@@ -69,7 +69,11 @@ _FACTS_SQL = f"""
         EXISTS (SELECT 1 FROM {pg.table(TrackTherapist)} tt JOIN {pg.table(Session)} s
                 ON s.{pg.column(Session, "track")} = tt.{pg.column(TrackTherapist, "track")}
                 WHERE s."id" = %(session)s AND tt.{pg.column(TrackTherapist, "therapist")} = %(user)s)
+    ) f
+    LEFT JOIN ({pg.table(Seat)} seat JOIN {pg.table(User)} u ON u."id" = seat.{pg.column(Seat, "user")})
+        ON seat.{pg.column(Seat, "session")} = %(session)s
 """
+_FACTS = 4
 
 _SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = pg.attnames(Session), pg.attnames(Room), pg.attnames(Program)
 _SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = pg.attnames(Seat), pg.attnames(User), pg.attnames(Enrollment)
@@ -96,14 +100,14 @@ def read(session_id, user: User) -> JoinReads | None:
     raw = pg.raw_connection()
     params = {"session": session_id, "user": user.pk}
     with connection.wrap_database_errors:
-        cursors = [psycopg.Cursor(raw) for _ in range(4)]
+        cursors = [psycopg.Cursor(raw) for _ in range(3)]
         with raw.pipeline():
-            for cursor, sql in zip(cursors, (_SESSION_SQL, _SEATS_SQL, _ENROLLMENTS_SQL, _FACTS_SQL), strict=True):
+            for cursor, sql in zip(cursors, (_SESSION_SQL, _FACTS_AND_SEATS_SQL, _ENROLLMENTS_SQL), strict=True):
                 cursor.execute(sql, params, prepare=True)
         session_row = cursors[0].fetchone()
-        seat_rows = cursors[1].fetchall()
+        rows = cursors[1].fetchall()
         enrollment_rows = cursors[2].fetchall()
-        on_roster, removed, room_therapist, track_therapist = cursors[3].fetchone()
+    on_roster, removed, room_therapist, track_therapist = rows[0][:_FACTS]
     if session_row is None:
         return None
     n_session, n_room = len(_SESSION_FIELDS), len(_ROOM_FIELDS)
@@ -113,9 +117,11 @@ def read(session_id, user: User) -> JoinReads | None:
     session.room = room
     seats = []
     n_seat = len(_SEAT_FIELDS)
-    for row in seat_rows:
-        seat = pg.instance(Seat, _SEAT_FIELDS, row[:n_seat])
-        seat.user = pg.instance(User, _USER_FIELDS, row[n_seat:])
+    for row in rows:
+        if row[_FACTS] is None:
+            continue  # no seats: the facts' row alone
+        seat = pg.instance(Seat, _SEAT_FIELDS, row[_FACTS : _FACTS + n_seat])
+        seat.user = pg.instance(User, _USER_FIELDS, row[_FACTS + n_seat :])
         seat.session = session
         seats.append(seat)
     participant = user.role == Role.PARTICIPANT

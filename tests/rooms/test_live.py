@@ -398,8 +398,8 @@ def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycop
     # The lock, the seats (this person's, those present, the room and the waiting list all come from
     # one list), the enrollment and removal facts, the seat write and the audit row: six statements
     # in a room of three as in a room of one (nine before; a join storm's cost is mostly these). On
-    # PostgreSQL the reads are four prepared statements sent together and the two writes two more,
-    # sent together after them (rooms.join_sql).
+    # PostgreSQL the reads are three prepared statements sent together (the seats come with the
+    # entry facts) and the two writes two more, sent together after them (rooms.join_sql).
     join(clinic, clinic.lead)
     join(clinic, clinic.sam)
     join(clinic, clinic.kim)
@@ -410,11 +410,11 @@ def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycop
 
     statements = [q["sql"] for q in joining.captured_queries if "SAVEPOINT" not in q["sql"]]
     if connection.vendor == "postgresql":
-        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 6
-        assert sum(sql.startswith("SELECT seat.") for sql, _ in psycopg_executes) == 1
+        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 5
+        assert sum(sql.startswith("SELECT f.*, seat.") for sql, _ in psycopg_executes) == 1
         # The seat and the audit row: written together, in a second round trip, nothing through the ORM.
         assert statements == []
-        assert [sql.split()[0] for sql, _ in psycopg_executes[4:]] == ["INSERT", "INSERT"]
+        assert [sql.split()[0] for sql, _ in psycopg_executes[3:]] == ["INSERT", "INSERT"]
     else:
         assert len(statements) == 6, statements
         assert sum('FROM "rooms_seat"' in sql for sql in statements) == 1
@@ -465,6 +465,19 @@ def test_the_joins_statements_on_postgresql_read_what_the_orm_reads(clinic, requ
     with transaction.atomic():
         assert join_sql.read(uuid.uuid4(), clinic.pat) is None
         assert join_sql.read("not-a-session-id", clinic.pat) is None
+
+
+def test_the_joins_statements_read_the_facts_of_a_session_nobody_has_joined_yet(clinic, require_postgres):
+    # The seats come with the person's facts (one LEFT JOIN): no seats must still give the facts.
+    from rooms import join_sql
+
+    with transaction.atomic():
+        lead = join_sql.read(clinic.session.pk, clinic.lead)
+        kim = join_sql.read(clinic.session.pk, clinic.kim)
+
+    assert lead.seats == [] and kim.seats == []
+    assert lead.entry_facts(participants_present=0).is_session_therapist
+    assert kim.entry_facts(participants_present=0).enrollment_active
 
 
 # --- waiting room and admission --------------------------------------------------------------------
