@@ -14,7 +14,9 @@ granted (READ COMMITTED), as the ORM path's reads after ``select_for_update`` do
 enrollments), not one, because a statement's reads see what was committed when it began, and a
 removal committed while this join waited for the lock must be seen. The writes (the
 seat, inserted or updated with every field as ``Model.save`` does, and the audit row) go together
-in a second round trip (``write``); the caller's transaction commits them.
+in a second round trip (``write``). The transaction is the caller's (an ``atomic`` block), or, when
+there is none, the join's own: BEGIN goes with the reads and COMMIT with the writes, so a join is
+two round trips, not three (``rooms.live.join``).
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ class JoinReads:
         return build_entry_facts(self.user, self.session, participants_present=participants_present, **self.facts)
 
 
-def read(session_id, user: User) -> JoinReads | None:
+def read(session_id, user: User, *, begin: bool = False) -> JoinReads | None:
     """The locked session, its seats and this person's entry-fact rows; None when the session does
-    not exist (or the id is not one). Call inside the join's transaction."""
+    not exist (or the id is not one). Call inside the join's transaction, or with ``begin`` to open
+    one in the same round trip (``write(commit=True)`` ends it, ``pg.rollback_open_transaction`` abandons it)."""
     try:
         session_id = uuid.UUID(str(session_id))
     except ValueError:
@@ -102,6 +105,8 @@ def read(session_id, user: User) -> JoinReads | None:
     with connection.wrap_database_errors:
         cursors = [psycopg.Cursor(raw) for _ in range(3)]
         with raw.pipeline():
+            if begin:
+                cursors[0].execute("BEGIN")
             for cursor, sql in zip(cursors, (_SESSION_SQL, _FACTS_AND_SEATS_SQL, _ENROLLMENTS_SQL), strict=True):
                 cursor.execute(sql, params, prepare=True)
         session_row = cursors[0].fetchone()
@@ -157,8 +162,9 @@ def _values(instance) -> dict:
     }
 
 
-def write(seat: Seat, audit: AuditEvent) -> None:
-    """Save the seat (insert when new, else update every field) and add the audit row, together."""
+def write(seat: Seat, audit: AuditEvent, *, commit: bool = False) -> None:
+    """Save the seat (insert when new, else update every field) and add the audit row, together;
+    with ``commit``, the transaction ``read(begin=True)`` opened ends in the same round trip."""
     raw = pg.raw_connection()
     adding = seat._state.adding
     with connection.wrap_database_errors:
@@ -166,6 +172,8 @@ def write(seat: Seat, audit: AuditEvent) -> None:
         with raw.pipeline():
             cursors[0].execute(_SEAT_INSERT if adding else _SEAT_UPDATE, _values(seat), prepare=True)
             cursors[1].execute(_AUDIT_INSERT, _values(audit), prepare=True)
+            if commit:
+                cursors[1].execute("COMMIT")
         if not adding and cursors[0].rowcount != 1:
             raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
     for instance in (seat, audit):

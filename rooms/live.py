@@ -497,6 +497,13 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
     """
     now = _now(now)
     try:
+        if pg.available() and not connection.in_atomic_block:
+            # Its own transaction, begun and committed in the round trips of its reads and writes.
+            try:
+                return _join(session_id, user, now, own_transaction=True)
+            except BaseException:
+                pg.rollback_open_transaction()
+                raise
         with transaction.atomic():
             return _join(session_id, user, now)
     except LiveError as exc:
@@ -504,14 +511,14 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
         raise
 
 
-def _join(session_id, user: User, now: datetime) -> JoinResult:
+def _join(session_id, user: User, now: datetime, *, own_transaction: bool = False) -> JoinResult:
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
     # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
     found = None
     if pg.available():
-        found = join_sql.read(session_id, user)
+        found = join_sql.read(session_id, user, begin=own_transaction)
         if found is None:
             raise LiveError(SESSION_NOT_FOUND)
         session, seats = found.session, found.seats
@@ -570,7 +577,7 @@ def _join(session_id, user: User, now: datetime) -> JoinResult:
         admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
         audit = AuditEvent(action=AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
     if found is not None:
-        join_sql.write(seat, audit)  # both in one round trip
+        join_sql.write(seat, audit, commit=own_transaction)  # both (and the COMMIT) in one round trip
     else:
         seat.save()
         audit.save()
@@ -1288,8 +1295,8 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
         try:
             _send_batch(raw, lock, cursors, [requests[i] for i in eligible], sessions, constants, own_transaction)
         except psycopg.Error:
-            if own_transaction and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raw.execute("ROLLBACK")  # nothing of the batch is kept; the connection is usable again
+            if own_transaction:
+                pg.rollback_open_transaction()  # nothing of the batch is kept; the connection is usable again
             raise
         for cursor, i in zip(cursors, eligible, strict=True):
             stored = cursor.fetchone()

@@ -5,6 +5,7 @@ so a renamed column or a new field cannot leave them behind). PostgreSQL only.""
 
 from __future__ import annotations
 
+import psycopg
 from django.db import connection
 from django.db.models import Model
 
@@ -21,6 +22,15 @@ def raw_connection():
         # bind client-side and never prepare whatever this says; only statements that ask are prepared.
         raw.prepare_threshold = ONLY_WHEN_ASKED
     return raw
+
+
+def rollback_open_transaction() -> None:
+    """Abandon a transaction a hot path opened itself (BEGIN in its pipeline, outside Django's
+    ``atomic``), if it is still open: after a refusal or an error, the connection is usable again."""
+    raw = connection.connection
+    if raw is not None and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with connection.wrap_database_errors:
+            raw.execute("ROLLBACK")
 
 
 def available() -> bool:

@@ -480,6 +480,54 @@ def test_the_joins_statements_read_the_facts_of_a_session_nobody_has_joined_yet(
     assert kim.entry_facts(participants_present=0).enrollment_active
 
 
+@pytest.fixture
+def committed_clinic(transactional_db) -> LiveClinic:
+    return make_live_clinic(now=NOW)
+
+
+def test_a_join_outside_a_transaction_opens_and_commits_its_own_in_its_round_trips(
+    committed_clinic, require_postgres, psycopg_executes
+):
+    # No atomic block around it (the consumer's case): BEGIN goes with the reads, COMMIT with the
+    # writes: two round trips and no third for the commit.
+    clinic = committed_clinic
+    join(clinic, clinic.lead)
+    psycopg_executes.clear()
+
+    with CaptureQueriesContext(connection) as orm:
+        join(clinic, clinic.pat)
+
+    sent = [sql.split()[0] for sql, _ in psycopg_executes]
+    assert sent == ["BEGIN", "SELECT", "SELECT", "SELECT", "INSERT", "INSERT", "COMMIT"]
+    assert all(pipelined for _, pipelined in psycopg_executes)
+    assert orm.captured_queries == []  # nothing through Django (no atomic block, no separate COMMIT)
+    assert connection.connection.info.transaction_status == psycopg_idle()
+    assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
+
+
+def test_a_refused_join_outside_a_transaction_leaves_nothing_open_and_is_audited(committed_clinic, require_postgres):
+    clinic = committed_clinic
+    SessionRemoval.objects.create(session=clinic.session, user=clinic.kim, removed_by=clinic.lead)
+
+    with pytest.raises(live.LiveError):
+        join(clinic, clinic.kim)
+    with pytest.raises(live.LiveError):
+        live.join(uuid.uuid4(), clinic.pat, now=NOW)
+
+    assert connection.connection.info.transaction_status == psycopg_idle()
+    assert not Seat.objects.filter(session=clinic.session, user=clinic.kim).exists()
+    refusals = [row for row in audit_rows(clinic) if row[0] == AuditAction.HANDSHAKE_REFUSED]
+    assert len(refusals) == 1  # the one for this session (the unknown session's has no session)
+    join(clinic, clinic.pat)  # the connection is usable
+    assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
+
+
+def psycopg_idle():
+    from psycopg import pq
+
+    return pq.TransactionStatus.IDLE
+
+
 # --- waiting room and admission --------------------------------------------------------------------
 
 
