@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench import procstat
 from bench.load import Member, MemberSpec, Protocol
+from telehealth import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "bench"
@@ -196,13 +197,12 @@ class TelehealthTarget(Target):
         self.sessions = {uuid.UUID(room.session_id).hex for room in room_fixtures}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         ports = []
-        daphne = str(Path(sys.executable).with_name("daphne"))
         for k in range(self.procs):
             port = free_port()
             log_path = LOG_DIR / f"{self.label}-daphne-{k}.log"
             log = open(log_path, "w")
             proc = subprocess.Popen(
-                [daphne, "-b", HOST, "-p", str(port), "telehealth.asgi:application"],
+                serve.command(HOST, port),
                 cwd=ROOT,
                 env={**os.environ, **self.env},
                 stdout=log,

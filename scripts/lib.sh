@@ -94,6 +94,8 @@ ensure_test_system_packages() {
     ensure_debs fonts-liberation fonts-dejavu-core
     # The multi-process tests start a private redis-server of their own (to restart it safely).
     command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    # tests/telehealth/test_serve.py reads the listening socket's backlog with ss.
+    command -v ss >/dev/null 2>&1 || apt_install iproute2
     # The media tests (tests/media/) start their own Janus and coturn from generated configs.
     # Debian's packages also install services: where systemd runs, they would start with the
     # stock configs (Janus's APIs on every interface), so they are stopped and disabled.

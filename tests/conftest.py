@@ -1,7 +1,6 @@
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import psycopg
 import pytest
 import redis
 
+from telehealth import serve
 from telehealth.env import POSTGRES_SCHEMES, parse_database_url
 from tests.factories import Clinic, make_clinic
 
@@ -135,7 +135,7 @@ def daphne(clean_env, tmp_path):
         log = log_path.open("w")
         # -p 0: the kernel picks a free port and daphne logs which one (no race with other tests).
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "telehealth.asgi:application"],
+            serve.command("127.0.0.1", 0),
             cwd=ROOT,
             env=clean_env(**variables),
             stdout=log,

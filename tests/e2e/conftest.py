@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from telehealth import serve
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -68,7 +70,7 @@ def _start_daphne(env: dict, log: Path, timeout: float = 30.0) -> tuple[subproce
     """Start daphne on a port the kernel picks (-p 0, no race) and wait for /healthz."""
     with log.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "telehealth.asgi:application"],
+            serve.command("127.0.0.1", 0),
             cwd=ROOT,
             env=env,
             stdout=log_file,

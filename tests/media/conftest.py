@@ -25,6 +25,7 @@ import pytest
 
 from media import coturnconf, janusconf
 from media.janusconf import free_udp_range
+from telehealth import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,7 +294,7 @@ def run_daphne(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Itera
     assert migrated.returncode == 0, migrated.stderr
     with server.log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "telehealth.asgi:application"],
+            serve.command("127.0.0.1", 0),
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from django.utils import timezone
 from accounts.models import Role
 from rooms.models import AdmissionPolicy
 from signaling.protocol import SUBPROTOCOL
+from telehealth import serve
 from tests.factories import enroll, make_clinic, make_user
 from tests.media.conftest import free_port
 
@@ -96,7 +96,7 @@ class Daphne:
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "telehealth.asgi:application"],
+            serve.command("127.0.0.1", self.port),
             cwd=ROOT,
             env=env,
             stdout=self.log,

@@ -137,7 +137,7 @@ def test_compose_web_builds_dockerfile_serving_daphne(compose):
     assert re.search(r"^USER (?!root)\w+", dockerfile, flags=re.MULTILINE)
     start = (ROOT / "scripts" / "container-start").read_text()
     assert "check --deploy" in start
-    assert "daphne -b 0.0.0.0 -p 8000 telehealth.asgi:application" in start
+    assert "exec python -m telehealth.serve --host 0.0.0.0 --port 8000" in start
     assert any(port.endswith(":8000") for port in compose["services"]["web"]["ports"])
 
 

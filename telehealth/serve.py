@@ -1,0 +1,58 @@
+"""How this project runs daphne: one command line for the container, the demo, the tests and bench/.
+
+    python -m telehealth.serve [--host 127.0.0.1] [--port 8000]
+
+Daphne's ``-b``/``-p`` listen with Twisted's default backlog: 50 connections waiting to be
+accepted. When a group session starts, its members connect within seconds of each other, and the
+event loop that accepts them is also the one running their handshakes. Measured in the join storm
+(240 joins, 64 handshakes in flight): in the runs where the accept queue overflowed (the kernel's
+``TcpExtListenOverflows`` counter went up by 13) the dropped connections were retried by the client's
+TCP a second later, and join p99 was 1,020-1,050 ms against 220-360 ms in the runs without an
+overflow (docs/performance.md). The endpoint here asks for ``LISTEN_BACKLOG`` pending connections
+(1024 unless set; the kernel caps it at ``net.core.somaxconn``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+APPLICATION = "telehealth.asgi:application"
+DEFAULT_BACKLOG = 1024
+
+
+def listen_backlog() -> int:
+    value = os.environ.get("LISTEN_BACKLOG", "").strip()
+    if not value:
+        return DEFAULT_BACKLOG
+    backlog = int(value)
+    if backlog < 1:
+        raise ValueError("LISTEN_BACKLOG must be a positive number of connections")
+    return backlog
+
+
+def endpoint(host: str, port: int, backlog: int | None = None) -> str:
+    """Twisted's endpoint description for daphne's ``-e`` (colons in an IPv6 address escaped)."""
+    backlog = listen_backlog() if backlog is None else backlog
+    interface = host.replace(":", r"\:")
+    return f"tcp:port={port}:interface={interface}:backlog={backlog}"
+
+
+def command(host: str, port: int, *, python: str = sys.executable) -> list[str]:
+    """The daphne command line serving this project on ``host``:``port`` (port 0: the kernel picks;
+    daphne logs "Listening on TCP address HOST:PORT" either way)."""
+    return [python, "-m", "daphne", "-e", endpoint(host, port), APPLICATION]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve telehealth with daphne.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    argv = command(args.host, args.port)
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()
