@@ -8,17 +8,30 @@ WebSocket is not a request, so the per-request cleanup buys nothing per frame.
 
 Here the cleanup runs when it can matter: after a database error (the connection
 may be broken: PostgreSQL restarted), and at least every ``CLEANUP_SECONDS`` (so
-``CONN_MAX_AGE`` still recycles connections). Calls run in asgiref's shared
-thread, as ``database_sync_to_async`` does, so the connection is the same one.
+``CONN_MAX_AGE`` still recycles connections).
+
+On PostgreSQL, calls run in this module's one thread (so one connection, and calls in the
+order they were made), handed over with the event loop's ``run_in_executor``. asgiref's
+``sync_to_async`` did the same with more machinery per call (context copies, its
+thread-sensitive executor lookup, a future chained through another): measured in
+interleaved join storms, 8 % of the server's CPU per join (docs/performance.md). Nothing
+the database calls do needs the caller's context variables (the consumer activates no time
+zone or translation). Django's HTTP views keep asgiref's thread and their own connection.
+
+On SQLite (the embedded default) calls stay in asgiref's shared thread, with the HTTP views:
+SQLite takes one writer at a time, and a test database in memory (shared cache) refuses a
+second connection's write at once ("database table is locked") instead of waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection, connections
 
 CLEANUP_SECONDS = 10.0
 
@@ -42,9 +55,25 @@ class _Hygiene:
 
 
 _hygiene = _Hygiene()
-_hop = sync_to_async(_hygiene.run, thread_sensitive=True)
+_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signaling-db")
+_shared_thread = sync_to_async(_hygiene.run, thread_sensitive=True)
+
+
+@functools.cache
+def _own_thread() -> bool:
+    return connection.vendor == "postgresql"
 
 
 async def run(fn, /, *args, **kwargs):
     """``await run(live.post_chat, actor, ...)``: ``fn(*args, **kwargs)`` in the database thread."""
-    return await _hop(functools.partial(fn, *args, **kwargs))
+    call = functools.partial(fn, *args, **kwargs)
+    if _own_thread():
+        return await asyncio.get_running_loop().run_in_executor(_thread, _hygiene.run, call)
+    return await _shared_thread(call)
+
+
+def close_connections() -> None:
+    """Close the database thread's connections now, and wait (tests: PostgreSQL will not drop a
+    test database while a connection to it is open). Starts no thread where none ran."""
+    if _thread._threads:  # the executor starts its thread on the first call
+        _thread.submit(connections.close_all).result()

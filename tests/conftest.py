@@ -89,6 +89,17 @@ def _require_services():
         )
 
 
+@pytest.fixture(autouse=True)
+def _close_the_signaling_database_thread():
+    """The realtime service's database calls run in signaling.db's own thread, on that thread's
+    connection: closed after every test, as the test's own are (PostgreSQL refuses to drop the test
+    database while a connection to it is open)."""
+    yield
+    from signaling import db
+
+    db.close_connections()
+
+
 # --- child processes -----------------------------------------------------------------------------
 
 # Variables a child process may inherit; everything else (DATABASE_URL, DEBUG, ...) is left out

@@ -102,14 +102,27 @@ async def test_sfu_session_end_by_the_clock_releases_its_room(live, sockets, set
     settings.JANUS_API_SECRET = settings.JANUS_ADMIN_KEY = "x" * 24
     settings.SESSION_RECHECK_SECONDS = 0.1
     pat, _ = await sockets.enter(live.pat, live.session)
-    claimed = await sync_to_async(SfuRoom.objects.get)(session=live.session)
+    # The consumer's database thread claims the room right after the welcome, and releases it as the
+    # session ends: the test reads from another thread, so it waits for each.
+    claimed = await _eventually(lambda: SfuRoom.objects.filter(session=live.session).first())
 
     live.session.ends_at = live.session.starts_at + (live.session.ends_at - live.session.starts_at) / 10**6
     await sync_to_async(live.session.save)()
 
     assert await pat.closed() == 4410
-    released = await sync_to_async(SfuRoom.objects.get)(session=live.session)
+    destroyed = SfuRoom.objects.filter(session=live.session, destroyed_at__isnull=False)
+    released = await _eventually(destroyed.first)
     assert claimed.destroyed_at is None and released.destroyed_at is not None
+
+
+async def _eventually(read, timeout: float = 5.0):
+    """``read()`` (an ORM read, run in a worker thread) once it returns something, within ``timeout``."""
+    for _ in range(int(timeout / 0.1)):
+        found = await sync_to_async(read)()
+        if found is not None:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError("nothing came")
 
 
 async def test_sfu_rooms_of_sessions_that_ended_unseen_are_swept(live, sockets, settings):
