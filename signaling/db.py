@@ -56,6 +56,7 @@ class _Hygiene:
 
 _hygiene = _Hygiene()
 _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signaling-db")
+_thread_used = False  # set by the first call that runs there: nothing to close before it
 _shared_thread = sync_to_async(_hygiene.run, thread_sensitive=True)
 
 
@@ -68,6 +69,8 @@ async def run(fn, /, *args, **kwargs):
     """``await run(live.post_chat, actor, ...)``: ``fn(*args, **kwargs)`` in the database thread."""
     call = functools.partial(fn, *args, **kwargs)
     if _own_thread():
+        global _thread_used
+        _thread_used = True
         return await asyncio.get_running_loop().run_in_executor(_thread, _hygiene.run, call)
     return await _shared_thread(call)
 
@@ -75,5 +78,5 @@ async def run(fn, /, *args, **kwargs):
 def close_connections() -> None:
     """Close the database thread's connections now, and wait (tests: PostgreSQL will not drop a
     test database while a connection to it is open). Starts no thread where none ran."""
-    if _thread._threads:  # the executor starts its thread on the first call
+    if _thread_used:
         _thread.submit(connections.close_all).result()

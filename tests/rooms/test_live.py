@@ -14,6 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from psycopg import pq
 
 from rooms import live
 from rooms.models import (
@@ -501,7 +502,7 @@ def test_a_join_outside_a_transaction_opens_and_commits_its_own_in_its_round_tri
     assert sent == ["BEGIN", "SELECT", "SELECT", "SELECT", "INSERT", "INSERT", "COMMIT"]
     assert all(pipelined for _, pipelined in psycopg_executes)
     assert orm.captured_queries == []  # nothing through Django (no atomic block, no separate COMMIT)
-    assert connection.connection.info.transaction_status == psycopg_idle()
+    assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
     assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
 
 
@@ -514,18 +515,12 @@ def test_a_refused_join_outside_a_transaction_leaves_nothing_open_and_is_audited
     with pytest.raises(live.LiveError):
         live.join(uuid.uuid4(), clinic.pat, now=NOW)
 
-    assert connection.connection.info.transaction_status == psycopg_idle()
+    assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
     assert not Seat.objects.filter(session=clinic.session, user=clinic.kim).exists()
     refusals = [row for row in audit_rows(clinic) if row[0] == AuditAction.HANDSHAKE_REFUSED]
     assert len(refusals) == 1  # the one for this session (the unknown session's has no session)
     join(clinic, clinic.pat)  # the connection is usable
     assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
-
-
-def psycopg_idle():
-    from psycopg import pq
-
-    return pq.TransactionStatus.IDLE
 
 
 # --- waiting room and admission --------------------------------------------------------------------

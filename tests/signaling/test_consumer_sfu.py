@@ -135,11 +135,8 @@ async def test_sfu_rooms_of_sessions_that_ended_unseen_are_swept(live, sockets, 
 
     await sockets.enter(live.pat, live.session)  # any open connection runs the process's watcher
 
-    for _ in range(50):
-        swept = await sync_to_async(SfuRoom.objects.get)(session=live.other_session)
-        if swept.destroyed_at is not None:
-            break
-        await asyncio.sleep(0.1)
+    destroyed = SfuRoom.objects.filter(session=live.other_session, destroyed_at__isnull=False)
+    swept = await _eventually(destroyed.first)
     assert swept.destroyed_at is not None
     assert (await sync_to_async(SfuRoom.objects.get)(session=live.session)).destroyed_at is None
 
