@@ -1223,35 +1223,31 @@ def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_P
 
 
 # Chat in the common case (a new message to the room, or a participant's to the therapists), for a
-# batch of messages at once: one statement takes the sessions' row locks (in id order: batches on
-# several processes never deadlock), then one statement per message stores it with every check and
-# moves the session's counter only if it stored it. All are sent together (psycopg's pipeline mode)
-# and prepared once per connection: one round trip to PostgreSQL for the whole batch, where the ORM
-# path takes six per message. Each message's statement starts after the locks were granted, so in
-# READ COMMITTED it sees everything committed before (a removal, a newer tab), as _lock_session does.
-_CHAT_LOCK = f"SELECT id FROM {Session._meta.db_table} WHERE id = ANY(%(sessions)s) ORDER BY id FOR UPDATE"
-_CHAT_STORE = f"""
-    WITH stored AS (
-        INSERT INTO {ChatMessage._meta.db_table}
-            (id, session_id, seq, sender_id, client_id, text, thread_participant_id, created_at)
-        SELECT %(id)s, s.id, s.chat_seq + 1, seat.id, %(client_id)s::text, %(text)s::text,
-               CASE WHEN %(private)s THEN seat.id END, %(now)s
-        FROM {Session._meta.db_table} s JOIN {Seat._meta.db_table} seat ON seat.session_id = s.id
-        WHERE s.id = %(session)s AND s.status NOT IN (%(ended)s::text, %(cancelled)s::text) AND s.ends_at > %(now)s
-          AND seat.user_id = %(user)s AND seat.epoch = %(epoch)s
-          AND seat.state = %(admitted)s::text AND seat.capacity IN (%(participant)s::text, %(moderator)s::text)
-          AND NOT (%(private)s AND seat.capacity <> %(participant)s::text)
-          AND NOT EXISTS (
-              SELECT 1 FROM {ChatMessage._meta.db_table} earlier
-              WHERE earlier.session_id = %(session)s AND earlier.sender_id = seat.id
-                AND earlier.client_id = %(client_id)s::text)
-        RETURNING seq, sender_id
-    ), counted AS (
-        UPDATE {Session._meta.db_table} SET chat_seq = chat_seq + 1
-        WHERE id = %(session)s AND EXISTS (SELECT 1 FROM stored)
-    )
-    SELECT stored.seq, seat.member_id FROM stored JOIN {Seat._meta.db_table} seat ON seat.id = stored.sender_id
+# batch of messages at once: one call of rooms_store_chats() (migration 0004, PostgreSQL) takes the
+# sessions' row locks in id order, then stores each message with every check and moves the session's
+# counter only if it stored it. One statement, prepared once per connection: one round trip and one
+# result for the whole batch, where the ORM path takes six per message.
+_CHAT_STORE = """
+    SELECT batch_index, stored_seq, sender_member_id FROM rooms_store_chats(
+        %(ids)s, %(sessions)s, %(users)s, %(epochs)s, %(client_ids)s, %(texts)s, %(private)s, %(now)s,
+        %(ended)s, %(cancelled)s, %(admitted)s, %(participant)s, %(moderator)s)
 """
+# The usual batch is one message: the same call with each array built in SQL from one value, so the
+# driver sends scalars (psycopg's list dumpers cost ~100 us of Python per call, more than the rest).
+_CHAT_ARRAYS = {
+    "ids": "uuid",
+    "sessions": "uuid",
+    "users": "uuid",
+    "epochs": "integer",
+    "client_ids": "text",
+    "texts": "text",
+    "private": "boolean",
+}
+_CHAT_STORE_ONE = functools.reduce(
+    lambda sql, item: sql.replace(f"%({item[0]})s,", f"ARRAY[%({item[0]})s::{item[1]}],"),
+    _CHAT_ARRAYS.items(),
+    _CHAT_STORE,
+)
 
 
 @dataclass(frozen=True)
@@ -1266,8 +1262,8 @@ class ChatRequest:
 
 
 def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatView | None]:
-    """Store the common-case messages of ``requests``, in order: in the caller's transaction if there
-    is one, else in a transaction of their own whose BEGIN and COMMIT go in the same round trip.
+    """Store the common-case messages of ``requests``, in order, in one statement: in the caller's
+    transaction if there is one, else (autocommit) in its own.
 
     None for a message not stored here (a resend, a refusal, a therapist's private reply, another
     database): the general path (``_post_chat_one_by_one``) then answers it exactly, and nothing of it was kept.
@@ -1276,8 +1272,23 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     eligible = [i for i, r in enumerate(requests) if r.thread is None and r.text.strip()]
     if connection.vendor != "postgresql" or not eligible:
         return views
-    raw = pg.raw_connection()
-    constants = {
+    batch = [requests[i] for i in eligible]
+    texts = [r.text.strip() for r in batch]
+    messages = {
+        "ids": [uuid.uuid4() for _ in batch],
+        "sessions": [r.actor.session_id for r in batch],
+        "users": [r.actor.user_id for r in batch],
+        "epochs": [r.actor.epoch for r in batch],
+        "client_ids": [r.client_id for r in batch],
+        "texts": texts,
+        "private": [r.to_therapists for r in batch],
+    }
+    if len(batch) == 1:
+        statement, messages = _CHAT_STORE_ONE, {name: values[0] for name, values in messages.items()}
+    else:
+        statement = _CHAT_STORE
+    parameters = {
+        **messages,
         "now": now,
         "ended": SessionStatus.ENDED.value,
         "cancelled": SessionStatus.CANCELLED.value,
@@ -1285,59 +1296,22 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
         "participant": SeatCapacity.PARTICIPANT.value,
         "moderator": SeatCapacity.MODERATOR.value,
     }
-    sessions = sorted({requests[i].actor.session_id for i in eligible})
-    # psycopg's own cursors (server-side binding, prepared): Django's bind client-side, which neither
-    # prepares nor pipelines. Errors still become Django's (IntegrityError, OperationalError ...).
-    own_transaction = not connection.in_atomic_block  # Django's autocommit: nothing is open
+    # psycopg's own cursor (server-side binding, prepared): Django's binds client-side and never
+    # prepares. Errors still become Django's (IntegrityError, OperationalError ...).
     with connection.wrap_database_errors:
-        lock = psycopg.Cursor(raw)
-        cursors = [psycopg.Cursor(raw) for _ in eligible]
-        try:
-            _send_batch(raw, lock, cursors, [requests[i] for i in eligible], sessions, constants, own_transaction)
-        except psycopg.Error:
-            if own_transaction:
-                pg.rollback_open_transaction()  # nothing of the batch is kept; the connection is usable again
-            raise
-        for cursor, i in zip(cursors, eligible, strict=True):
-            stored = cursor.fetchone()
-            if stored is not None:
-                author = stored[1]
-                text = requests[i].text.strip()
-                views[i] = ChatView(
-                    seq=stored[0],
-                    author=author,
-                    text=text,
-                    thread=author if requests[i].to_therapists else None,
-                    created_at=now,
-                    deleted=False,
-                )
-    return views
-
-
-def _send_batch(
-    raw, lock, cursors, requests: list[ChatRequest], sessions, constants: dict, own_transaction: bool
-) -> None:
-    with raw.pipeline():
-        if own_transaction:
-            lock.execute("BEGIN")
-        lock.execute(_CHAT_LOCK, {"sessions": sessions}, prepare=True)
-        for cursor, request in zip(cursors, requests, strict=True):
-            cursor.execute(
-                _CHAT_STORE,
-                {
-                    **constants,
-                    "id": uuid.uuid4(),
-                    "session": request.actor.session_id,
-                    "user": request.actor.user_id,
-                    "epoch": request.actor.epoch,
-                    "client_id": request.client_id,
-                    "text": request.text.strip(),
-                    "private": request.to_therapists,
-                },
-                prepare=True,
+        cursor = psycopg.Cursor(pg.raw_connection())
+        cursor.execute(statement, parameters, prepare=True)
+        for position, seq, author in cursor.fetchall():
+            k = position - 1  # PostgreSQL counts from 1
+            views[eligible[k]] = ChatView(
+                seq=seq,
+                author=author,
+                text=texts[k],
+                thread=author if batch[k].to_therapists else None,
+                created_at=now,
+                deleted=False,
             )
-        if own_transaction:
-            lock.execute("COMMIT")
+    return views
 
 
 def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:

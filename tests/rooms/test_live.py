@@ -784,9 +784,7 @@ def psycopg_executes(monkeypatch):
     return sent
 
 
-def test_post_chat_on_postgresql_is_one_pipelined_round_trip_and_keeps_every_check(
-    clinic, require_postgres, psycopg_executes
-):
+def test_post_chat_on_postgresql_is_one_statement_and_keeps_every_check(clinic, require_postgres, psycopg_executes):
     pat, joined = join(clinic, clinic.pat)
     psycopg_executes.clear()  # the join's own reads
 
@@ -794,12 +792,12 @@ def test_post_chat_on_postgresql_is_one_pipelined_round_trip_and_keeps_every_che
         room = live.post_chat(pat, "c-1", "hello", now=NOW)
         private = live.post_chat(pat, "c-2", "only for my therapist", to_therapists=True, now=NOW)
 
-    # Per message: the session's lock and the checked insert, sent together; nothing through the ORM
-    # (the savepoints are the test's own transaction).
+    # Per message: one call of rooms_store_chats (the lock and the checked insert); nothing through
+    # the ORM (the savepoints are the test's own transaction).
     assert [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == []
-    assert [pipelined for _, pipelined in psycopg_executes] == [True] * 4
+    assert [query.split("(")[0] for query, _ in psycopg_executes] == ["SELECT batch_index, stored_seq, sender_m"] * 2
     with connection.cursor() as cursor:  # planned once per connection, not per message
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%WITH stored AS%%'")
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%rooms_store_chats(%%'")
         assert cursor.fetchone() == (1,)
     me = joined.member.member_id
     assert room.message == live.ChatView(1, me, "hello", None, NOW, False)
@@ -857,31 +855,114 @@ def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(
     stored = dict(ChatMessage.objects.values_list("seq", "text"))
     assert stored == {1: "earlier", **{seqs[i]: results[i].message.text for i in created}}
     if connection.vendor == "postgresql":
-        # The lock and the five candidates (not the private reply, not the empty one) went in one
-        # pipeline; the refused and the resent one were answered by the ORM path, not tried again.
-        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 6
-        assert [query.split()[0] for query, _ in psycopg_executes] == ["SELECT"] + ["WITH"] * 5
+        # The five candidates (not the private reply, not the empty one) went in one statement; the
+        # refused and the resent one were answered by the ORM path, not tried again.
+        assert [query for query, _ in psycopg_executes] == ["SELECT batch_index, stored_seq, sender_m"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_post_chats_in_its_own_transaction_keeps_nothing_of_a_failed_batch(require_postgres, monkeypatch):
+def test_post_chats_in_its_own_transaction_keeps_nothing_of_a_failed_batch(require_postgres):
     from django.db import DataError
 
     clinic = make_live_clinic(START, starts_in=timedelta(0))
     pat, _ = join(clinic, clinic.pat)
     live.post_chats([live.ChatRequest(pat, "c-1", "before")], now=NOW)
-    # Outside any transaction (as in the server) the batch opens and commits its own; a statement
-    # failing in the pipeline (here the store itself) must leave nothing behind and the connection usable.
-    monkeypatch.setattr(live, "_CHAT_STORE", "SELECT 1 / 0 WHERE %(id)s::uuid IS NOT NULL")
+    # Outside any transaction (as in the server) the batch is one statement in its own transaction;
+    # a failure inside it (here the second message's client id, too long for its column, after the
+    # first was inserted) must leave nothing behind and the connection usable.
     assert not connection.in_atomic_block
     with pytest.raises(DataError):
-        live.post_chats([live.ChatRequest(pat, "c-2", "lost"), live.ChatRequest(pat, "c-3", "lost too")], now=NOW)
-    monkeypatch.undo()
+        live.post_chats([live.ChatRequest(pat, "c-2", "lost"), live.ChatRequest(pat, "c" * 65, "lost too")], now=NOW)
 
     (after,) = live.post_chats([live.ChatRequest(pat, "c-4", "after")], now=NOW)
 
     assert after.message.seq == 2
     assert list(ChatMessage.objects.order_by("seq").values_list("seq", "text")) == [(1, "before"), (2, "after")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_post_chats_from_two_connections_at_once_numbers_every_message_once_and_in_order(require_postgres):
+    import threading
+
+    from django.db import connections
+
+    clinic = make_live_clinic(START, starts_in=timedelta(0))
+    senders = [join(clinic, clinic.pat)[0], join(clinic, clinic.sam)[0]]
+    answers: dict[int, list] = {}
+    ready = threading.Barrier(len(senders))
+
+    def send(k: int, actor: live.Actor) -> None:
+        try:  # each thread has its own database connection, as two server processes do
+            ready.wait()
+            answers[k] = [
+                result
+                for m in range(25)
+                for result in live.post_chats([live.ChatRequest(actor, f"{k}-{m}", f"message {m}")], now=NOW)
+            ]
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(k, actor)) for k, actor in enumerate(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Two stores of one session at the same moment: every message stored once, numbered without a
+    # gap, each sender's in the order it sent them.
+    seqs = {
+        k: [r.message.seq for r in results if isinstance(r, live.ChatPosted) and r.created]
+        for k, results in answers.items()
+    }
+    assert [len(seqs[k]) for k in (0, 1)] == [25, 25]
+    assert sorted(seqs[0] + seqs[1]) == list(range(1, 51))
+    assert all(s == sorted(s) for s in seqs.values())
+    clinic.session.refresh_from_db()
+    assert clinic.session.chat_seq == 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_post_chats_waits_for_the_sessions_lock_and_then_sees_a_removal_committed_under_it(require_postgres):
+    import threading
+    import time
+
+    from django.db import connections
+
+    clinic = make_live_clinic(START, starts_in=timedelta(0))
+    pat, _ = join(clinic, clinic.pat)
+    locked, store_started = threading.Event(), threading.Event()
+    answer: list = []
+
+    def remove_under_the_lock() -> None:  # what a moderator's command does: lock, change the seat, commit
+        try:
+            with transaction.atomic():
+                Session.objects.select_for_update().get(pk=clinic.session.pk)
+                locked.set()
+                store_started.wait(5)
+                time.sleep(0.3)  # the store is now waiting for the lock
+                Seat.objects.filter(session=clinic.session, user=clinic.pat).update(state=SeatState.REMOVED)
+        finally:
+            connections.close_all()
+
+    def store() -> None:
+        try:
+            locked.wait(5)
+            store_started.set()
+            answer.extend(live.post_chats([live.ChatRequest(pat, "c-1", "after my removal?")], now=NOW))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=remove_under_the_lock), threading.Thread(target=store)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # The store's checks ran after the lock was granted, so they saw the removal: refused, no number used.
+    assert len(answer) == 1 and isinstance(answer[0], live.LiveError)
+    assert not ChatMessage.objects.filter(session=clinic.session).exists()
+    clinic.session.refresh_from_db()
+    assert clinic.session.chat_seq == 0
 
 
 def test_post_chat_from_a_replaced_connection_refused_and_uses_no_number(clinic):
