@@ -27,7 +27,7 @@ from __future__ import annotations
 import uuid
 
 from rooms import live
-from signaling import frames, groups
+from signaling import frames, groups, publisher
 from signaling import protocol as p
 
 DELIVER = "deliver"
@@ -66,8 +66,17 @@ def event(
 
 
 async def send(layer, group: str, message: dict) -> None:
-    """Send a layer message to ``group``, naming the group (the receiving process's hub routes by it)."""
-    await layer.group_send(group, {**message, "group": group})
+    """Send a layer message to ``group``, naming the group (the receiving process's hub routes by it).
+
+    On the Pub/Sub layer over plain Redis the PUBLISH goes out without waiting for its reply
+    (``signaling.publisher``); the channel and the bytes are the layer's own."""
+    message = {**message, "group": group}
+    plain = publisher.for_layer(layer)
+    if plain is None:
+        await layer.group_send(group, message)
+        return
+    redis_publisher, loop_layer = plain
+    await redis_publisher.publish(loop_layer._get_group_channel_name(group), layer.serialize(message))
 
 
 async def publish(

@@ -45,16 +45,17 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 class PrivateRedis:
     """A redis-server of this test's own, so a restart empties only its groups."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *options: str) -> None:
         self.port = free_port()
         self.dir = tmp_path
+        self.options = options  # more redis-server options, e.g. "--requirepass", "secret"
         self.process: subprocess.Popen | None = None
 
     def _ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
+                return conn.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up, with or without a password
         except OSError:
             return False
 
@@ -74,6 +75,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,0 +1,166 @@
+"""PUBLISH to Redis without waiting for each reply: the fan-out's one hot write to the layer.
+
+Every frame that reaches a room goes out as one PUBLISH on the Pub/Sub layer's group channel
+(``fanout.send``). Through channels-redis that is redis-py's ``publish``: the shard's lock, the
+pool's lock, the retry wrapper, the command packed in Python, then a wait for Redis's answer
+before the consumer goes on. Measured with py-spy in the ``rooms100`` benchmark, that was ~8 % of
+the server's CPU for a reply ("how many subscribers got it") nobody reads. Here each process
+keeps one plain connection per event loop for publishing: a PUBLISH is written to it and the
+call returns; the replies are counted as they come back, and an error reply is logged.
+
+The layer stays channels-redis's: the same group channel name (its ``_get_group_channel_name``),
+the same serializer, the same Redis; subscribing and receiving are untouched. Only a layer on
+one ``redis://`` or ``unix://`` host qualifies (``for_layer``); TLS (``rediss://``), several
+shards, the core layer and the in-memory layer publish through ``group_send`` as before.
+
+Delivery is what it was: at most once. A PUBLISH written just before Redis goes away is lost
+(as it would be between redis-py's write and a dead server); a publish after the loss is
+noticed raises (``ConnectionError``, an ``OSError``) and the consumer answers
+``server.unavailable`` as before. Frames from one process stay in order: one connection, and
+Redis answers commands on it in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+PLAIN = ("redis", "unix")
+
+
+def pack(*parts: bytes) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n" % len(part))
+        out.append(part)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+class _Connection(asyncio.Protocol):
+    """One publishing connection: writes commands, counts the replies, logs the refused ones."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.buffer = b""
+        self.replies = 0
+        self.first_reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._writable: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        # Every reply this connection gets is one line: +OK (AUTH), :N (PUBLISH) or -ERR ...
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\r\n")
+        for line in lines:
+            self.replies += 1
+            if not self.first_reply.done():
+                self.first_reply.set_result(line)
+            if line.startswith(b"-"):
+                log.warning("Redis refused a publish: %s", line[:200].decode(errors="replace"))
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if not self.first_reply.done():
+            self.first_reply.set_exception(ConnectionError("Redis closed the publishing connection"))
+        self._wake(ConnectionError("Redis closed the publishing connection"))
+
+    def pause_writing(self) -> None:  # Redis reads slower than we write: the next publish waits
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake(None)
+
+    def _wake(self, exc: Exception | None) -> None:
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+    async def send(self, command: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the publishing connection to Redis is closed")
+        self.transport.write(command)
+        if self._writable is not None:
+            await self._writable
+
+
+class Publisher:
+    """Publishes on one Redis server (``redis://`` or ``unix://`` URL), connecting when needed."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in PLAIN:
+            raise ValueError(f"no plain publisher for {parsed.scheme!r} URLs")
+        self.url = url
+        self.path = parsed.path if parsed.scheme == "unix" else None
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 6379
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.password = unquote(parsed.password) if parsed.password else None
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        await connection.send(pack(b"PUBLISH", channel.encode(), payload))
+
+    async def _connect(self) -> _Connection:
+        async with self._connecting:
+            if self._connection is not None and not self._connection.closed:
+                return self._connection  # another publish connected while this one waited
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                if self.path is not None:
+                    _, connection = await loop.create_unix_connection(_Connection, self.path)
+                else:
+                    _, connection = await loop.create_connection(_Connection, self.host, self.port)
+                if self.password is not None:
+                    credentials = [self.username.encode()] if self.username else []
+                    await connection.send(pack(b"AUTH", *credentials, self.password.encode()))
+                    answer = await connection.first_reply
+                    if answer.startswith(b"-"):
+                        connection.transport.close()
+                        raise ConnectionError(
+                            f"Redis refused the publisher's AUTH: {answer[:200].decode(errors='replace')}"
+                        )
+            self._connection = connection
+            return connection
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()
+        self._connection = None
+
+
+def for_layer(layer) -> tuple[Publisher, object] | None:
+    """This event loop's publisher for a channels-redis Pub/Sub layer on one plain host, with the
+    layer's per-loop object (it names the group channels); None for any other layer."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        return None
+    loop = asyncio.get_running_loop()
+    known = layer.__dict__.setdefault("_telehealth_publishers", weakref.WeakKeyDictionary())
+    found = known.get(loop)
+    if found is None:
+        loop_layer = layer._get_layer()
+        found = known[loop] = False
+        hosts = [shard.host for shard in loop_layer._shards]
+        if len(hosts) == 1 and set(hosts[0]) == {"address"} and urlparse(hosts[0]["address"]).scheme in PLAIN:
+            found = known[loop] = (Publisher(hosts[0]["address"]), loop_layer)
+    return found or None
