@@ -19,12 +19,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from signaling.auth import handshake_auth_stack  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 from signaling.wire import SCOPE_KEY, Socket  # noqa: E402
 from telehealth.autobahn_tuning import defer_connection_config_dump  # noqa: E402
+from telehealth.collector import full_collections_every  # noqa: E402
 
 defer_connection_config_dump()
 
@@ -59,3 +61,5 @@ application = ProtocolTypeRouter(
 # for 200-500 ms and were the rooms100 p99 (docs/performance.md); this takes ~120k objects off
 # every one of them. Immortal objects cannot leak by being frozen.
 gc.freeze()
+# And the full collections that remain run on a timer, not whenever a burst promotes survivors.
+full_collections_every(settings.GC_FULL_COLLECTION_SECONDS)

@@ -181,6 +181,9 @@ SERIES_HORIZON_DAYS = env.int("SERIES_HORIZON_DAYS", 84, minimum=1, maximum=730)
 SEAT_GRACE_SECONDS = env.int("SEAT_GRACE_SECONDS", 30, minimum=0, maximum=600)
 # How often an open socket re-checks its login, its seat and the session's end (4401/4403/4410).
 SESSION_RECHECK_SECONDS = env.int("SESSION_RECHECK_SECONDS", 30, minimum=1, maximum=60)
+# Full garbage collections of the server process on this timer, not on allocation counts
+# (telehealth.collector); 0 keeps CPython's own schedule.
+GC_FULL_COLLECTION_SECONDS = env.int("GC_FULL_COLLECTION_SECONDS", 300, minimum=0, maximum=3600)
 # STUN/TURN servers handed to browsers in the welcome message (JSON list or comma-separated URLs).
 ICE_SERVERS = parse_ice_servers(env.str("ICE_SERVERS"))
 # Media (media/): Janus SFU nodes and TURN (coturn). Each block below belongs to its feature.
