@@ -20,6 +20,8 @@ from collections import defaultdict
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
+from telehealth.serve import PING_INTERVAL, PING_TIMEOUT
+
 rooms: dict[str, set[ServerConnection]] = defaultdict(set)
 
 
@@ -44,8 +46,18 @@ async def main(host: str, port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    # Same transport settings the driver uses against daphne: no compression, no keepalive pings.
-    async with serve(relay, host, port, compression=None, ping_interval=None, max_size=1 << 20, backlog=1024):
+    # The transport settings of our daphne: no compression, and keepalive pings at the same interval
+    # and timeout (a server for browsers must notice a dead connection; daphne pings every idle one).
+    async with serve(
+        relay,
+        host,
+        port,
+        compression=None,
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+        max_size=1 << 20,
+        backlog=1024,
+    ):
         print(f"reference relay on ws://{host}:{port}/", flush=True)
         await stop
 

@@ -20,6 +20,11 @@ import sys
 
 APPLICATION = "telehealth.asgi:application"
 DEFAULT_BACKLOG = 1024
+# Keepalive: a WebSocket idle this long gets a ping, and one that does not answer within
+# PING_TIMEOUT is closed (its seat then waits for a reconnect). Daphne's defaults, spelled out so
+# bench/'s reference relay keeps its connections alive the same way.
+PING_INTERVAL = 20
+PING_TIMEOUT = 30
 
 
 def listen_backlog() -> int:
@@ -42,7 +47,8 @@ def endpoint(host: str, port: int, backlog: int | None = None) -> str:
 def command(host: str, port: int, *, python: str = sys.executable) -> list[str]:
     """The daphne command line serving this project on ``host``:``port`` (port 0: the kernel picks;
     daphne logs "Listening on TCP address HOST:PORT" either way)."""
-    return [python, "-m", "daphne", "-e", endpoint(host, port), APPLICATION]
+    keepalive = ["--ping-interval", str(PING_INTERVAL), "--ping-timeout", str(PING_TIMEOUT)]
+    return [python, "-m", "daphne", *keepalive, "-e", endpoint(host, port), APPLICATION]
 
 
 def main(argv: list[str] | None = None) -> None:
