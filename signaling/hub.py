@@ -12,7 +12,8 @@ they are idle, or queue it behind what they are doing (control messages always q
 need the connection's own loop).
 
 Every message carries the group it was sent to (``fanout.send`` adds it). The hub is per event
-loop and per layer object (a test runs in its own loop with a fresh layer).
+loop and per layer object (a test runs in its own loop with a fresh layer). On the Pub/Sub layer
+over plain Redis its subscriptions are ``signaling.subscriber``'s, read straight off the socket.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import RedisError
+
+from signaling.subscriber import Subscriptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -125,10 +128,11 @@ TASKS: set[asyncio.Task] = set()
 
 
 def get_hub(layer) -> Hub:
-    """This event loop's hub for ``layer``."""
+    """This event loop's hub for ``layer``: on the Pub/Sub layer over plain Redis it subscribes and
+    reads on a connection of its own (``signaling.subscriber``), otherwise through the layer."""
     loop = asyncio.get_running_loop()
     hub = getattr(layer, "_telehealth_hub", None)
     if hub is None or hub.loop is not loop:
-        hub = Hub(layer, loop)
+        hub = Hub(Subscriptions.of(layer) or layer, loop)
         layer._telehealth_hub = hub
     return hub

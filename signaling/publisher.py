@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.buffer = b""
         self.replies = 0
-        self.first_reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.first_reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport) -> None:
@@ -63,9 +64,10 @@ class _Connection(asyncio.Protocol):
         *lines, self.buffer = self.buffer.split(b"\r\n")
         for line in lines:
             self.replies += 1
+            refused = line.startswith(b"-")
             if not self.first_reply.done():
-                self.first_reply.set_result(line)
-            if line.startswith(b"-"):
+                self.first_reply.set_result(line[1:].decode(errors="replace") if refused else None)
+            if refused:
                 log.warning("Redis refused a publish: %s", line[:200].decode(errors="replace"))
 
     def connection_lost(self, exc) -> None:
@@ -97,19 +99,55 @@ class _Connection(asyncio.Protocol):
             await self._writable
 
 
-class Publisher:
-    """Publishes on one Redis server (``redis://`` or ``unix://`` URL), connecting when needed."""
+@dataclass(frozen=True)
+class Address:
+    """Where a plain Redis is (``redis://`` or ``unix://`` URL) and how to log in to it."""
 
-    def __init__(self, url: str) -> None:
+    scheme: str
+    host: str | None = None
+    port: int = 6379
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> Address:
         parsed = urlparse(url)
         if parsed.scheme not in PLAIN:
-            raise ValueError(f"no plain publisher for {parsed.scheme!r} URLs")
-        self.url = url
-        self.path = parsed.path if parsed.scheme == "unix" else None
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.username = unquote(parsed.username) if parsed.username else None
-        self.password = unquote(parsed.password) if parsed.password else None
+            raise ValueError(f"no plain connection for {parsed.scheme!r} URLs")
+        return cls(
+            scheme=parsed.scheme,
+            host=None if parsed.scheme == "unix" else (parsed.hostname or "127.0.0.1"),
+            port=parsed.port or 6379,
+            path=parsed.path if parsed.scheme == "unix" else None,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+        )
+
+    async def connect(self, protocol_factory):
+        """Connect (within CONNECT_TIMEOUT) and log in; the protocol's ``first_reply`` future gives
+        the answer to AUTH: None when accepted, the error text when refused."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if self.path is not None:
+                _, connection = await loop.create_unix_connection(protocol_factory, self.path)
+            else:
+                _, connection = await loop.create_connection(protocol_factory, self.host, self.port)
+            if self.password is not None:
+                credentials = [self.username.encode()] if self.username else []
+                connection.transport.write(pack(b"AUTH", *credentials, self.password.encode()))
+                refusal = await connection.first_reply
+                if refusal is not None:
+                    connection.transport.close()
+                    raise ConnectionError(f"Redis refused AUTH: {refusal[:200]}")
+        return connection
+
+
+class Publisher:
+    """Publishes on one plain Redis server, connecting when needed."""
+
+    def __init__(self, url: str) -> None:
+        self.address = Address.parse(url)
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
 
@@ -121,25 +159,9 @@ class Publisher:
 
     async def _connect(self) -> _Connection:
         async with self._connecting:
-            if self._connection is not None and not self._connection.closed:
-                return self._connection  # another publish connected while this one waited
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                if self.path is not None:
-                    _, connection = await loop.create_unix_connection(_Connection, self.path)
-                else:
-                    _, connection = await loop.create_connection(_Connection, self.host, self.port)
-                if self.password is not None:
-                    credentials = [self.username.encode()] if self.username else []
-                    await connection.send(pack(b"AUTH", *credentials, self.password.encode()))
-                    answer = await connection.first_reply
-                    if answer.startswith(b"-"):
-                        connection.transport.close()
-                        raise ConnectionError(
-                            f"Redis refused the publisher's AUTH: {answer[:200].decode(errors='replace')}"
-                        )
-            self._connection = connection
-            return connection
+            if self._connection is None or self._connection.closed:  # else: connected while this one waited
+                self._connection = await self.address.connect(_Connection)
+            return self._connection
 
     def close(self) -> None:
         if self._connection is not None and self._connection.transport is not None:
