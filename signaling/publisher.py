@@ -44,6 +44,14 @@ def pack(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
+def fail(future: asyncio.Future, exc: Exception) -> None:
+    """Fail a future someone may or may not be awaiting, without asyncio's "exception was never
+    retrieved" complaint when nobody was (a lost connection that never had to log in, say)."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # marks it retrieved; an awaiter still gets the exception
+
+
 class _Connection(asyncio.Protocol):
     """One publishing connection: writes commands, counts the replies, logs the refused ones."""
 
@@ -72,8 +80,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        if not self.first_reply.done():
-            self.first_reply.set_exception(ConnectionError("Redis closed the publishing connection"))
+        fail(self.first_reply, ConnectionError("Redis closed the publishing connection"))
         self._wake(ConnectionError("Redis closed the publishing connection"))
 
     def pause_writing(self) -> None:  # Redis reads slower than we write: the next publish waits
@@ -89,7 +96,7 @@ class _Connection(asyncio.Protocol):
             if exc is None:
                 waiter.set_result(None)
             else:
-                waiter.set_exception(exc)
+                fail(waiter, exc)
 
     async def send(self, command: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():

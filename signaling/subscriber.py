@@ -28,7 +28,7 @@ import logging
 import weakref
 from urllib.parse import urlparse
 
-from signaling.publisher import PLAIN, Address, pack
+from signaling.publisher import PLAIN, Address, fail, pack
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        if not self.first_reply.done():
-            self.first_reply.set_exception(ConnectionError("Redis closed the subscribed connection"))
+        fail(self.first_reply, ConnectionError("Redis closed the subscribed connection"))
         self.owner.lost()
 
 
