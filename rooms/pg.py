@@ -1,7 +1,8 @@
-"""The psycopg connection under Django's, for the hot paths that send prepared statements in a
-pipeline (chat batches in ``rooms.live``, the join in ``rooms.join_sql``, the handshake's login in
-``signaling.auth``), and the pieces those statements are written from (the models' own metadata,
-so a renamed column or a new field cannot leave them behind). PostgreSQL only."""
+"""The psycopg connection under Django's, for the hot paths that send prepared statements (chat
+batches in ``rooms.live``: one call of ``rooms_store_chats()``; the join in ``rooms.join_sql`` and
+the handshake's login in ``signaling.auth``, in pipelines), and the pieces those statements are
+written from (the models' own metadata, so a renamed column or a new field cannot leave them
+behind). PostgreSQL only."""
 
 from __future__ import annotations
 
