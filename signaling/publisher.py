@@ -28,6 +28,8 @@ import weakref
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from channels_redis.pubsub import RedisPubSubChannelLayer
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
@@ -176,20 +178,27 @@ class Publisher:
         self._connection = None
 
 
-def for_layer(layer) -> tuple[Publisher, object] | None:
-    """This event loop's publisher for a channels-redis Pub/Sub layer on one plain host, with the
-    layer's per-loop object (it names the group channels); None for any other layer."""
-    from channels_redis.pubsub import RedisPubSubChannelLayer
-
+def per_loop_on_plain_redis(layer, attribute: str, build):
+    """``build(url, loop_layer)`` once per event loop for a channels-redis Pub/Sub layer on one plain
+    (``redis://``/``unix://``) host, kept on the layer under ``attribute``; None for any other layer
+    (TLS, several shards, other options, the core or in-memory layer)."""
     if not isinstance(layer, RedisPubSubChannelLayer):
         return None
     loop = asyncio.get_running_loop()
-    known = layer.__dict__.setdefault("_telehealth_publishers", weakref.WeakKeyDictionary())
+    known = layer.__dict__.setdefault(attribute, weakref.WeakKeyDictionary())
     found = known.get(loop)
     if found is None:
         loop_layer = layer._get_layer()
         found = known[loop] = False
         hosts = [shard.host for shard in loop_layer._shards]
         if len(hosts) == 1 and set(hosts[0]) == {"address"} and urlparse(hosts[0]["address"]).scheme in PLAIN:
-            found = known[loop] = (Publisher(hosts[0]["address"]), loop_layer)
+            found = known[loop] = build(hosts[0]["address"], loop_layer)
     return found or None
+
+
+def for_layer(layer) -> tuple[Publisher, object] | None:
+    """This event loop's publisher for a Pub/Sub layer on one plain host, with the layer's per-loop
+    object (it names the group channels); None for any other layer."""
+    return per_loop_on_plain_redis(
+        layer, "_telehealth_publishers", lambda url, loop_layer: (Publisher(url), loop_layer)
+    )

@@ -25,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import weakref
-from urllib.parse import urlparse
 
-from signaling.publisher import PLAIN, Address, fail, pack
+from signaling.publisher import Address, fail, pack, per_loop_on_plain_redis
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +132,11 @@ class Subscriptions:
     @classmethod
     def of(cls, layer) -> Subscriptions | None:
         """This event loop's subscriptions for a channels-redis Pub/Sub layer on one plain host."""
-        from channels_redis.pubsub import RedisPubSubChannelLayer
-
-        if not isinstance(layer, RedisPubSubChannelLayer):
-            return None
-        loop = asyncio.get_running_loop()
-        known = layer.__dict__.setdefault("_telehealth_subscriptions", weakref.WeakKeyDictionary())
-        found = known.get(loop)
-        if found is None:
-            loop_layer = layer._get_layer()
-            found = known[loop] = False
-            hosts = [shard.host for shard in loop_layer._shards]
-            if len(hosts) == 1 and set(hosts[0]) == {"address"} and urlparse(hosts[0]["address"]).scheme in PLAIN:
-                found = known[loop] = cls(Address.parse(hosts[0]["address"]), layer, loop_layer)
-        return found or None
+        return per_loop_on_plain_redis(
+            layer,
+            "_telehealth_subscriptions",
+            lambda url, loop_layer: cls(Address.parse(url), layer, loop_layer),
+        )
 
     # --- what the hub calls ------------------------------------------------------------------
 

@@ -63,11 +63,18 @@ async def close_worker_connection():
 
 
 @pytest.fixture
-def redis_server(tmp_path, require_postgres):
+def private_redis(tmp_path):
+    """A redis-server of this test's own (tests/signaling/processes.py)."""
     server = PrivateRedis(tmp_path)
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def redis_server(require_postgres, private_redis):
+    """The private Redis the daphne processes of ``servers`` use (they need PostgreSQL too)."""
+    return private_redis
 
 
 @pytest.fixture

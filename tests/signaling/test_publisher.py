@@ -14,14 +14,6 @@ from signaling import fanout, publisher
 from tests.signaling.processes import PrivateRedis
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
 class Subscriber:
     """A plain redis-py subscriber: what any process's layer receives on a channel."""
 
@@ -53,13 +45,13 @@ def test_pack_writes_a_resp_array_of_bulk_strings():
     assert publisher.pack(b"PUBLISH", b"ch", b"\x00\r\n") == b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$3\r\n\x00\r\n\r\n"
 
 
-async def test_fanout_send_publishes_what_group_send_would_on_the_same_channel(redis_server):
-    layer = RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+async def test_fanout_send_publishes_what_group_send_would_on_the_same_channel(private_redis):
+    layer = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="t")
     plain = publisher.for_layer(layer)
     assert plain is not None
     channel = plain[1]._get_group_channel_name("s.abc.room")
     message = {"type": "deliver", "audience": "room", "frame": '{"type":"chat.message"}', "seq": 7}
-    async with Subscriber(redis_server.url, channel) as subscriber:
+    async with Subscriber(private_redis.url, channel) as subscriber:
         await fanout.send(layer, "s.abc.room", message)  # the plain publisher
         await layer.group_send("s.abc.room", {**message, "group": "s.abc.room"})  # channels-redis's own
         ours, theirs = await subscriber.take(2)
@@ -70,9 +62,9 @@ async def test_fanout_send_publishes_what_group_send_would_on_the_same_channel(r
     await layer.flush()
 
 
-async def test_many_publishes_arrive_in_order_and_every_reply_is_counted(redis_server):
-    plain = publisher.Publisher(redis_server.url)
-    async with Subscriber(redis_server.url, "ordered") as subscriber:
+async def test_many_publishes_arrive_in_order_and_every_reply_is_counted(private_redis):
+    plain = publisher.Publisher(private_redis.url)
+    async with Subscriber(private_redis.url, "ordered") as subscriber:
         for k in range(300):
             await plain.publish("ordered", b"%d" % k)
         got = await subscriber.take(300)
@@ -98,8 +90,8 @@ async def test_a_server_with_a_password_gets_auth_first_and_a_wrong_one_is_refus
         server.kill()
 
 
-async def test_an_error_reply_is_logged(redis_server, caplog):
-    plain = publisher.Publisher(redis_server.url)
+async def test_an_error_reply_is_logged(private_redis, caplog):
+    plain = publisher.Publisher(private_redis.url)
     await plain.publish("c", b"x")
     # Not a PUBLISH, but the same connection: Redis's error answer must show in the log.
     await plain._connection.send(publisher.pack(b"NO-SUCH-COMMAND"))
@@ -111,18 +103,18 @@ async def test_an_error_reply_is_logged(redis_server, caplog):
     plain.close()
 
 
-async def test_redis_down_raises_and_a_restarted_redis_is_reconnected(redis_server):
-    plain = publisher.Publisher(redis_server.url)
+async def test_redis_down_raises_and_a_restarted_redis_is_reconnected(private_redis):
+    plain = publisher.Publisher(private_redis.url)
     await plain.publish("c", b"before")
-    redis_server.kill()
+    private_redis.kill()
     async with asyncio.timeout(5):  # the loss is noticed (connection_lost) ...
         while not plain._connection.closed:
             await asyncio.sleep(0.01)
     with pytest.raises(OSError):  # ... and the next publish says so (ConnectionError is an OSError)
         await plain.publish("c", b"while down")
 
-    redis_server.start()  # same port
-    async with Subscriber(redis_server.url, "c") as subscriber:
+    private_redis.start()  # same port
+    async with Subscriber(private_redis.url, "c") as subscriber:
         await plain.publish("c", b"after")
         assert await subscriber.take(1) == [b"after"]
     plain.close()

@@ -14,14 +14,6 @@ from signaling.hub import get_hub
 from tests.signaling.processes import PrivateRedis
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
 def test_parse_takes_complete_replies_and_leaves_the_rest():
     buffer = bytearray(
         b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
@@ -55,13 +47,13 @@ async def eventually(predicate, timeout: float = 5) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_a_group_receives_what_fanout_sends_until_it_is_discarded(redis_server):
-    layer = RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+async def test_a_group_receives_what_fanout_sends_until_it_is_discarded(private_redis):
+    layer = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="t")
     subscriptions = subscriber.Subscriptions.of(layer)
     assert subscriptions is not None and subscriptions is subscriber.Subscriptions.of(layer)
 
     await subscriptions.group_add("s.abc.room", "hub")
-    await eventually(lambda: _has_channels(redis_server.url, 1))
+    await eventually(lambda: _has_channels(private_redis.url, 1))
     await fanout.send(layer, "s.abc.room", {"type": "deliver", "audience": "room", "seq": 1})
     await fanout.send(layer, "s.abc.other", {"type": "deliver", "audience": "room", "seq": 2})  # not ours
     await fanout.send(layer, "s.abc.room", {"type": "deliver", "audience": "room", "seq": 3})
@@ -70,7 +62,7 @@ async def test_a_group_receives_what_fanout_sends_until_it_is_discarded(redis_se
     assert [first["seq"], second["seq"]] == [1, 3] and first["group"] == "s.abc.room"
 
     await subscriptions.group_discard("s.abc.room", "hub")
-    await eventually(lambda: _has_channels(redis_server.url, 0))  # nothing left subscribed in Redis
+    await eventually(lambda: _has_channels(private_redis.url, 0))  # nothing left subscribed in Redis
     await fanout.send(layer, "s.abc.room", {"type": "deliver", "audience": "room", "seq": 4})
     await asyncio.sleep(0.2)
     assert not subscriptions.arrivals
@@ -81,20 +73,20 @@ async def _has_channels(url: str, count: int) -> bool:
     return len(await channels_of(url, "t__group__*")) == count
 
 
-async def test_after_redis_restarts_the_next_receive_subscribes_again(redis_server):
-    layer = RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+async def test_after_redis_restarts_the_next_receive_subscribes_again(private_redis):
+    layer = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="t")
     subscriptions = subscriber.Subscriptions.of(layer)
     await subscriptions.group_add("s.abc.room", "hub")
     receiving = asyncio.ensure_future(subscriptions.receive("hub"))
     await asyncio.sleep(0.1)
 
-    redis_server.kill()
+    private_redis.kill()
     await asyncio.sleep(0.2)
     with pytest.raises(OSError):  # Redis away: receive says so, and the hub retries
         await receiving
-    redis_server.start()  # same port, empty: no subscriptions
+    private_redis.start()  # same port, empty: no subscriptions
     receiving = asyncio.ensure_future(subscriptions.receive("hub"))
-    await eventually(lambda: _has_channels(redis_server.url, 1))  # subscribed again on its own
+    await eventually(lambda: _has_channels(private_redis.url, 1))  # subscribed again on its own
     await fanout.send(layer, "s.abc.room", {"type": "deliver", "audience": "room", "seq": 9})
     async with asyncio.timeout(5):
         assert (await receiving)["seq"] == 9
@@ -108,8 +100,8 @@ async def test_redis_down_makes_group_add_raise(tmp_path):
         await subscriber.Subscriptions.of(layer).group_add("s.abc.room", "hub")
 
 
-async def test_the_hub_reads_through_it_only_on_a_plain_pubsub_layer(redis_server):
-    plain = RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+async def test_the_hub_reads_through_it_only_on_a_plain_pubsub_layer(private_redis):
+    plain = RedisPubSubChannelLayer(hosts=[private_redis.url], prefix="t")
     assert isinstance(get_hub(plain).layer, subscriber.Subscriptions)
     memory = InMemoryChannelLayer()
     assert get_hub(memory).layer is memory
