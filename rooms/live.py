@@ -1226,28 +1226,25 @@ def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_P
 # batch of messages at once: one call of rooms_store_chats() (migration 0004, PostgreSQL) takes the
 # sessions' row locks in id order, then stores each message with every check and moves the session's
 # counter only if it stored it. One statement, prepared once per connection: one round trip and one
-# result for the whole batch, where the ORM path takes six per message.
-_CHAT_STORE = """
-    SELECT batch_index, stored_seq, sender_member_id FROM rooms_store_chats(
-        %(ids)s, %(sessions)s, %(users)s, %(epochs)s, %(client_ids)s, %(texts)s, %(private)s, %(now)s,
-        %(ended)s, %(cancelled)s, %(admitted)s, %(participant)s, %(moderator)s)
-"""
-# The usual batch is one message: the same call with each array built in SQL from one value, so the
-# driver sends scalars (psycopg's list dumpers cost ~100 us of Python per call, more than the rest).
-_CHAT_ARRAYS = {
-    "ids": "uuid",
-    "sessions": "uuid",
-    "users": "uuid",
-    "epochs": "integer",
-    "client_ids": "text",
-    "texts": "text",
-    "private": "boolean",
-}
-_CHAT_STORE_ONE = functools.reduce(
-    lambda sql, item: sql.replace(f"%({item[0]})s,", f"ARRAY[%({item[0]})s::{item[1]}],"),
-    _CHAT_ARRAYS.items(),
-    _CHAT_STORE,
+# result for the whole batch, where the ORM path takes six per message. Its parameters are text
+# (arrays as PostgreSQL's literals), built once here and sent as they are: by psycopg below, and by
+# the realtime service's own connection on its event loop (signaling.pg_loop, signaling.chat_writer).
+CHAT_STORE_NAME = "rooms_store_chats"
+CHAT_STORE_SQL = (
+    "SELECT batch_index, stored_seq, sender_member_id FROM rooms_store_chats("
+    "$1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::text[], $6::text[], $7::boolean[], "
+    "$8::timestamptz, $9, $10, $11, $12, $13)"
 )
+
+
+def _array_literal(items) -> str:
+    """PostgreSQL's array literal of plain items (uuids, integers, t/f): nothing in them needs quoting."""
+    return "{" + ",".join(items) + "}"
+
+
+def _text_array_literal(texts) -> str:
+    """PostgreSQL's array literal of text: every element quoted, with backslash and quote escaped."""
+    return "{" + ",".join('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts) + "}"
 
 
 @dataclass(frozen=True)
@@ -1261,57 +1258,73 @@ class ChatRequest:
     thread: str | None = None
 
 
+@dataclass(frozen=True)
+class ChatStoreCall:
+    """One call of rooms_store_chats() for the common-case messages of a batch, and how to read its rows."""
+
+    size: int  # messages in the batch
+    eligible: tuple[int, ...]  # the positions in the batch this call stores
+    texts: tuple[str, ...]
+    private: tuple[bool, ...]
+    now: datetime
+    parameters: tuple[str, ...]  # $1..$13 of CHAT_STORE_SQL, as text
+
+    def views(self, rows) -> list[ChatView | None]:
+        """The batch's messages as stored (rows: position from 1, number, author), None where not."""
+        views: list[ChatView | None] = [None] * self.size
+        for position, seq, author in rows:
+            k = int(position) - 1
+            views[self.eligible[k]] = ChatView(
+                seq=int(seq),
+                author=author,
+                text=self.texts[k],
+                thread=author if self.private[k] else None,
+                created_at=self.now,
+                deleted=False,
+            )
+        return views
+
+
+def chat_store_call(requests: list[ChatRequest], now: datetime) -> ChatStoreCall | None:
+    """The store call for the messages of ``requests`` that the common case can take (None: none can).
+
+    The others (a therapist's private reply, an empty text), and any the call does not store (a
+    resend, a refusal), are answered exactly by the general path (``answer_chats``)."""
+    eligible = tuple(i for i, r in enumerate(requests) if r.thread is None and r.text.strip())
+    if not eligible:
+        return None
+    batch = [requests[i] for i in eligible]
+    texts = tuple(r.text.strip() for r in batch)
+    parameters = (
+        _array_literal(str(uuid.uuid4()) for _ in batch),
+        _array_literal(str(r.actor.session_id) for r in batch),
+        _array_literal(str(r.actor.user_id) for r in batch),
+        _array_literal(str(int(r.actor.epoch)) for r in batch),
+        _text_array_literal(r.client_id for r in batch),
+        _text_array_literal(texts),
+        _array_literal("t" if r.to_therapists else "f" for r in batch),
+        now.isoformat(),
+        SessionStatus.ENDED.value,
+        SessionStatus.CANCELLED.value,
+        SeatState.ADMITTED.value,
+        SeatCapacity.PARTICIPANT.value,
+        SeatCapacity.MODERATOR.value,
+    )
+    return ChatStoreCall(len(requests), eligible, texts, tuple(r.to_therapists for r in batch), now, parameters)
+
+
 def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatView | None]:
     """Store the common-case messages of ``requests``, in order, in one statement: in the caller's
-    transaction if there is one, else (autocommit) in its own.
-
-    None for a message not stored here (a resend, a refusal, a therapist's private reply, another
-    database): the general path (``_post_chat_one_by_one``) then answers it exactly, and nothing of it was kept.
-    """
-    views: list[ChatView | None] = [None] * len(requests)
-    eligible = [i for i, r in enumerate(requests) if r.thread is None and r.text.strip()]
-    if connection.vendor != "postgresql" or not eligible:
-        return views
-    batch = [requests[i] for i in eligible]
-    texts = [r.text.strip() for r in batch]
-    messages = {
-        "ids": [uuid.uuid4() for _ in batch],
-        "sessions": [r.actor.session_id for r in batch],
-        "users": [r.actor.user_id for r in batch],
-        "epochs": [r.actor.epoch for r in batch],
-        "client_ids": [r.client_id for r in batch],
-        "texts": texts,
-        "private": [r.to_therapists for r in batch],
-    }
-    if len(batch) == 1:
-        statement, messages = _CHAT_STORE_ONE, {name: values[0] for name, values in messages.items()}
-    else:
-        statement = _CHAT_STORE
-    parameters = {
-        **messages,
-        "now": now,
-        "ended": SessionStatus.ENDED.value,
-        "cancelled": SessionStatus.CANCELLED.value,
-        "admitted": SeatState.ADMITTED.value,
-        "participant": SeatCapacity.PARTICIPANT.value,
-        "moderator": SeatCapacity.MODERATOR.value,
-    }
+    transaction if there is one, else (autocommit) in its own. None for a message not stored here."""
+    call = chat_store_call(requests, now) if connection.vendor == "postgresql" else None
+    if call is None:
+        return [None] * len(requests)
     # psycopg's own cursor (server-side binding, prepared): Django's binds client-side and never
     # prepares. Errors still become Django's (IntegrityError, OperationalError ...).
     with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(pg.raw_connection())
-        cursor.execute(statement, parameters, prepare=True)
-        for position, seq, author in cursor.fetchall():
-            k = position - 1  # PostgreSQL counts from 1
-            views[eligible[k]] = ChatView(
-                seq=seq,
-                author=author,
-                text=texts[k],
-                thread=author if batch[k].to_therapists else None,
-                created_at=now,
-                deleted=False,
-            )
-    return views
+        cursor = psycopg.RawCursor(pg.raw_connection())
+        cursor.execute(CHAT_STORE_SQL, call.parameters, prepare=True)
+        return call.views(cursor.fetchall())
 
 
 def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:
@@ -1331,6 +1344,14 @@ def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> l
         # A race the checks could not see (the same client id from another process at the same
         # moment): nothing of the batch was kept; each message is answered on its own below.
         views = [None] * len(requests)
+    return answer_chats(requests, views, now=now)
+
+
+def answer_chats(
+    requests: list[ChatRequest], views: list[ChatView | None], *, now: datetime
+) -> list[ChatPosted | LiveError]:
+    """The answers to ``requests`` once the one-pass store has run: its ``views`` where it stored a
+    message, the general path's answer (a resend, a refusal, a private reply) where it did not."""
     results: list[ChatPosted | LiveError] = []
     for request, view in zip(requests, views, strict=True):
         if view is not None:

@@ -8,6 +8,10 @@ messages a second (the rate20 benchmark) that thread fell behind and the queue g
 running wait for the next call, which stores all of them (``rooms.live.post_chats``: one
 transaction, one round trip on PostgreSQL). Under light load nothing waits; under heavy load
 batches grow instead of the queue.
+
+On PostgreSQL the call itself goes from the event loop (``store``: ``signaling.pg_loop``, no hop
+into the database thread); only what it does not store (a resend, a refusal, a therapist's private
+reply) goes to the database thread's general path. Elsewhere (SQLite) the whole batch goes there.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from django.db import IntegrityError
+from django.utils import timezone
+
 from rooms import live
-from signaling import db
+from signaling import db, pg_loop
 
 # Most messages in one call: a bounded transaction (its session locks are held until it commits).
 MAX_BATCH = 64
@@ -43,7 +50,7 @@ class ChatWriter:
         while self.waiting:
             batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
             try:
-                results = await db.run(live.post_chats, [request for request, _ in batch])
+                results = await store([request for request, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"post_chats answered {len(results)} of {len(batch)} messages")
             except Exception as exc:  # noqa: BLE001 - a database error: each sender answers it (server.retry)
@@ -55,6 +62,25 @@ class ChatWriter:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+
+async def store(requests: list[live.ChatRequest]) -> list[live.ChatPosted | live.LiveError]:
+    """``rooms.live.post_chats`` for a batch: on PostgreSQL its one-pass store is sent from the event
+    loop, and only the messages it did not store go to the database thread."""
+    if not db.on_postgresql():
+        return await db.run(live.post_chats, requests)
+    now = timezone.now()
+    views: list[live.ChatView | None] = [None] * len(requests)
+    call = live.chat_store_call(requests, now)
+    if call is not None:
+        try:
+            rows = await pg_loop.for_loop().execute(live.CHAT_STORE_NAME, live.CHAT_STORE_SQL, call.parameters)
+            views = call.views(rows)
+        except IntegrityError:
+            pass  # a race the checks could not see: nothing of the batch was kept; each answered below
+    if None in views:
+        return await db.run(live.answer_chats, requests, views, now=now)
+    return [live.ChatPosted(message=view, created=True) for view in views]
 
 
 _WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatWriter] = weakref.WeakKeyDictionary()

@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections, connection, connections
 
+from signaling import pg_loop
+
 CLEANUP_SECONDS = 10.0
 
 
@@ -61,14 +63,15 @@ _shared_thread = sync_to_async(_hygiene.run, thread_sensitive=True)
 
 
 @functools.cache
-def _own_thread() -> bool:
+def on_postgresql() -> bool:
+    """Calls run in this module's own thread (and the chat store on the event loop: signaling.pg_loop)."""
     return connection.vendor == "postgresql"
 
 
 async def run(fn, /, *args, **kwargs):
     """``await run(live.post_chat, actor, ...)``: ``fn(*args, **kwargs)`` in the database thread."""
     call = functools.partial(fn, *args, **kwargs)
-    if _own_thread():
+    if on_postgresql():
         global _thread_used
         _thread_used = True
         return await asyncio.get_running_loop().run_in_executor(_thread, _hygiene.run, call)
@@ -76,7 +79,9 @@ async def run(fn, /, *args, **kwargs):
 
 
 def close_connections() -> None:
-    """Close the database thread's connections now, and wait (tests: PostgreSQL will not drop a
-    test database while a connection to it is open). Starts no thread where none ran."""
+    """Close the database thread's connections and the event loops' (signaling.pg_loop) now, and
+    wait (tests: PostgreSQL will not drop a test database while a connection to it is open). Starts
+    no thread where none ran."""
+    pg_loop.close_all()
     if _thread_used:
         _thread.submit(connections.close_all).result()

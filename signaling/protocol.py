@@ -379,6 +379,16 @@ def _max_depth(value: Any, depth: int = 0) -> int:
     return depth
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def parse_client_frame(text: str) -> ClientMessage:
     """Text frame -> validated message, or ProtocolError with a stable code.
 
@@ -396,6 +406,10 @@ def parse_client_frame(text: str) -> ClientMessage:
     client_id = raw.get("id") if isinstance(raw.get("id"), str) and len(raw.get("id")) <= 64 else None
     if _max_depth(raw) > 6:
         raise ProtocolError("protocol.too_deep", "The frame is nested too deeply.", client_id)
+    # PostgreSQL's text cannot hold U+0000: refused here, as bad input of this frame alone, instead
+    # of failing the database call that stores it with other people's messages (a chat batch).
+    if "\\u0000" in text and _has_nul(raw):
+        raise ProtocolError("protocol.bad_payload", "Text may not contain the NUL character (U+0000).", client_id)
     if raw.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("protocol.bad_version", f"This server speaks version {PROTOCOL_VERSION}.", client_id)
     try:
@@ -870,7 +884,7 @@ ERROR_CODES: dict[str, str] = {
     "protocol.bad_envelope": "The envelope (v, type, id, to, data) is malformed.",
     "protocol.bad_version": "Unsupported protocol version.",
     "protocol.unknown_type": "Unknown message type.",
-    "protocol.bad_payload": "The data does not match the message type.",
+    "protocol.bad_payload": "The data does not match the message type (or a text holds U+0000, which no text may).",
     "protocol.target_required": "This message needs a 'to' member id.",
     "protocol.target_unexpected": "This message takes no 'to'.",
     "rate.limited": "Too many frames: wait retry_after_ms and send again.",

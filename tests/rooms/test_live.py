@@ -774,7 +774,7 @@ def psycopg_executes(monkeypatch):
     original = psycopg.Cursor.execute
 
     def spy(cursor, query, *args, **kwargs):
-        if type(cursor) is not psycopg.Cursor:  # Django's own (client-side binding) cursors
+        if type(cursor) not in (psycopg.Cursor, psycopg.RawCursor):  # Django's own (client-side binding) cursors
             return original(cursor, query, *args, **kwargs)
         pipelined = cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
         sent.append((" ".join(str(query).split())[:40], pipelined))

@@ -10,7 +10,7 @@ import pytest
 from django.db import OperationalError
 
 from rooms import live
-from signaling import chat_writer
+from signaling import chat_writer, db
 
 ACTOR = live.Actor(uuid.uuid4(), uuid.uuid4(), 1)
 NOW = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
@@ -25,8 +25,7 @@ class FakeStore:
         self.fail_next = False
         self.seq = 0
 
-    async def run(self, fn, requests):
-        assert fn is live.post_chats
+    async def store(self, requests):
         self.batches.append([r.client_id for r in requests])
         if len(self.batches) == 1:
             await self.release.wait()
@@ -46,7 +45,7 @@ class FakeStore:
 @pytest.fixture
 def store(monkeypatch):
     fake = FakeStore()
-    monkeypatch.setattr(chat_writer.db, "run", fake.run)
+    monkeypatch.setattr(chat_writer, "store", fake.store)
     return fake
 
 
@@ -93,3 +92,109 @@ async def test_a_database_error_reaches_every_sender_of_that_call_and_the_next_c
     assert [type(r) for r in failed] == [OperationalError, OperationalError]
     assert later.message.seq == 1
     assert store.batches == [["a", "b"], ["c"]]
+
+
+# --- the store itself, on a real database ----------------------------------------------------------
+
+
+@pytest.fixture
+def room(transactional_db):
+    """A live session with a therapist and two participants in it (on the real clock)."""
+    from django.utils import timezone
+
+    from tests.factories import make_live_clinic
+
+    clinic = make_live_clinic(timezone.now())
+    seats = {}
+    for name in ("lead", "pat", "sam"):
+        user = getattr(clinic, name)
+        result = live.join(clinic.session.pk, user)
+        seats[name] = (live.Actor(clinic.session.pk, user.pk, result.epoch), result.member.member_id)
+    return clinic, seats
+
+
+class ThreadCalls:
+    """Records what goes to the database thread (signaling.db.run), and runs it."""
+
+    def __init__(self, run) -> None:
+        self.calls: list[str] = []
+        self._run = run
+
+    async def run(self, fn, *args, **kwargs):
+        self.calls.append(fn.__name__)
+        return await self._run(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def thread_calls(monkeypatch):
+    calls = ThreadCalls(chat_writer.db.run)
+    monkeypatch.setattr(chat_writer.db, "run", calls.run)
+    return calls
+
+
+async def test_the_store_answers_as_post_chats_does_and_sends_only_the_common_case_from_the_loop(room, thread_calls):
+    from asgiref.sync import sync_to_async
+
+    from rooms.models import ChatMessage
+
+    clinic, seats = room
+    (pat, pat_id), (sam, _), (lead, lead_id) = seats["pat"], seats["sam"], seats["lead"]
+
+    common = await chat_writer.store(
+        [
+            live.ChatRequest(pat, "p-1", ' "quoted", {braced} \\ and ,commas, '),
+            live.ChatRequest(lead, "l-1", "from the therapist"),
+            live.ChatRequest(pat, "p-2", "to my therapist", to_therapists=True),
+        ]
+    )
+    stored_by_the_loop_alone = list(thread_calls.calls)
+    mixed = await chat_writer.store(
+        [
+            live.ChatRequest(sam, "s-1", "next"),
+            live.ChatRequest(pat, "p-1", "resent"),
+            live.ChatRequest(lead, "l-2", "a private reply", thread=pat_id),
+            live.ChatRequest(sam, "s-2", "   "),
+        ]
+    )
+
+    # The common case went from the event loop, nothing to the database thread.
+    assert stored_by_the_loop_alone == ([] if db.on_postgresql() else ["post_chats"])
+    assert [(r.message.seq, r.message.author, r.message.text, r.message.thread) for r in common] == [
+        (1, pat_id, '"quoted", {braced} \\ and ,commas,', None),
+        (2, lead_id, "from the therapist", None),
+        (3, pat_id, "to my therapist", pat_id),
+    ]
+    assert all(r.created for r in common)
+    # The rest were answered by the general path: the resend, the private reply, the empty text.
+    assert mixed[0].message.seq == 4 and mixed[0].created
+    assert mixed[1] == live.ChatPosted(message=common[0].message, created=False)
+    assert (mixed[2].message.seq, mixed[2].message.thread) == (5, pat_id)
+    assert isinstance(mixed[3], live.LiveError) and mixed[3].code == "chat.empty"
+    if db.on_postgresql():
+        assert thread_calls.calls == ["answer_chats"]
+    stored = await sync_to_async(lambda: list(ChatMessage.objects.order_by("seq").values_list("seq", "text")))()
+    assert [text for _, text in stored] == [
+        '"quoted", {braced} \\ and ,commas,',
+        "from the therapist",
+        "to my therapist",
+        "next",
+        "a private reply",
+    ]
+
+
+async def test_a_race_the_checks_cannot_see_sends_the_batch_to_the_general_path(
+    room, thread_calls, monkeypatch, require_postgres
+):
+    from django.db import IntegrityError
+
+    clinic, seats = room
+
+    async def clash(*args):
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(chat_writer.pg_loop.LoopConnection, "execute", clash)
+
+    results = await chat_writer.store([live.ChatRequest(seats["pat"][0], "p-1", "hello")])
+
+    assert thread_calls.calls == ["answer_chats"]
+    assert results[0].created and results[0].message.seq == 1

@@ -64,6 +64,7 @@ TRUNCATED = '{"v": 1, "type": "chat.send", "id": "c-9", "data": {"te'
             envelope(type="chat.history", data={"after_seq": 10**40}), "protocol.bad_payload", "c-9", id="huge-number"
         ),
         pytest.param(envelope(data={"a": [[[[[[[[1]]]]]]]]}), "protocol.too_deep", "c-9", id="deep"),
+        pytest.param(envelope(data={"text": "a\u0000b"}), "protocol.bad_payload", "c-9", id="nul-in-text"),
         pytest.param(envelope(to="someone"), "protocol.target_unexpected", "c-9", id="unexpected-target"),
     ],
 )
