@@ -6,11 +6,11 @@ through signaling.db), and fans the result out through the channel
 layer with one internal event type (signaling.fanout). A client's ``type`` is a key
 into that table and nothing else: never a method name, never a layer event type.
 
-Everything a connection does runs in order in one dispatch loop: client frames,
-layer deliveries, its own full check (``tick``: when signaling.watch, the one
-periodic check of the process, says it is due, or when the waiting room opens) and,
-in an SFU session, the events Janus pushes to its handles (signaling.handlers.sfu),
-so its state needs no locks. Database calls go through signaling.db (no per-call
+Everything a connection does runs in order in one dispatch loop, from one queue:
+client frames, layer deliveries, its own full check (``tick``: when signaling.watch,
+the one periodic check of the process, says it is due, or when the waiting room
+opens) and, in an SFU session, the events Janus pushes to its handles
+(signaling.handlers.sfu), so its state needs no locks. Database calls go through signaling.db (no per-call
 connection cleanup).
 Messages the loop accepts are listed in ``dispatch``; anything else is ignored.
 
@@ -33,7 +33,6 @@ from autobahn.exception import Disconnected
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
@@ -126,17 +125,18 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # The periodic check pushes what is missing (a delivery the layer lost), never twice.
         self.chat_mark: int | None = None
         self.chat_sent: set[int] = set()
-        self._reschedule = asyncio.Event()
         self._check_due = False  # signaling.watch asked for a full check
+        self._tick_queued = False  # a tick waits in the queue already
+        self._tick_timer: asyncio.TimerHandle | None = None  # the waiting room's opening
         # Media (signaling.handlers.sfu): the session's path once admitted; in an SFU session its
         # Janus room and this connection's MemberLink, whose Janus events queue up for the loop.
         self.media = None
         self.sfu_room = None
         self.link = None
-        self._janus_events: asyncio.Queue = asyncio.Queue()
-        # Layer messages come from the process's hub (signaling.hub): written at once while this
-        # connection is idle, queued here while it is busy (or when they need its loop), in order.
-        self._inbox: asyncio.Queue = asyncio.Queue()
+        # The loop's one queue (see __call__). Layer messages come from the process's hub
+        # (signaling.hub): written at once while this connection is idle, queued while it is busy (or
+        # when they need its loop), in order.
+        self._events: asyncio.Queue | None = None
         self._inbox_pending = 0  # queued hub messages not yet handled: later ones queue behind them
         # While this is above 0 (the handshake, an admission, a tick, an answer that hands the client a
         # range of chat) deliveries wait in the inbox: they must not overtake what is being sent.
@@ -145,8 +145,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
     # --- the loop ------------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
-        # AsyncConsumer.__call__, with our own sources: the socket, the hub's queued deliveries,
-        # this connection's own timed check, and Janus's events. No layer channel of its own: the
+        # AsyncConsumer.__call__, with one source: the ASGI messages (the socket), the hub's queued
+        # deliveries, this connection's own check and Janus's events all go through one queue, in
+        # order. Channels' await_many_dispatch waited on one task per source instead: a fresh task
+        # and an asyncio.wait over all of them for every client frame, and three more turns of the
+        # loop before the frame was handled (docs/performance.md). No layer channel of its own: the
         # process's hub receives for every local connection; the name only tells senders apart.
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
@@ -154,13 +157,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         # Daphne's socket, for frames written below ASGI (signaling.wire); None elsewhere (tests' communicator).
         self.socket = scope.get(wire.SCOPE_KEY)
+        self._events, pump = self._queue_of(receive)
         try:
-            await await_many_dispatch(
-                [receive, self._next_inbox, self._next_tick, self._next_janus_event], self.dispatch
-            )
+            while True:
+                await self.dispatch(await self._events.get())
         except StopConsumer:
             pass
         finally:
+            if pump is not None:
+                pump.cancel()
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
             # Whatever ended the consumer, the hub must not keep handing it messages.
             hub = get_hub(self.channel_layer)
             empty = hub.forget(self, self.in_groups)
@@ -169,18 +176,31 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 with contextlib.suppress(*LAYER_ERRORS):
                     await hub.leave_empty(empty)
 
+    @staticmethod
+    def _queue_of(receive) -> tuple[asyncio.Queue, asyncio.Task | None]:
+        """The queue the loop reads: the ASGI server's own when ``receive`` is an asyncio queue's
+        ``get`` (daphne's, and Channels' test communicator's), so a client frame is one wakeup away;
+        for any other ``receive``, a queue of ours that a task fills from it."""
+        queue = getattr(receive, "__self__", None)
+        if isinstance(queue, asyncio.Queue) and getattr(receive, "__name__", "") == "get":
+            return queue, None
+        queue = asyncio.Queue()
+
+        async def pump() -> None:
+            while True:
+                queue.put_nowait(await receive())
+
+        return queue, asyncio.get_running_loop().create_task(pump(), name="asgi receive")
+
     async def take(self, message: dict) -> None:
         """A layer message for this connection, from the hub. Plain frames go out at once when the
         connection is idle; otherwise, and for anything that needs this connection's loop (a close,
         an admission, moderation at the SFU), the message waits in the inbox, in order."""
         if self._held or self._inbox_pending or "control" in message or "close" in message:
             self._inbox_pending += 1
-            self._inbox.put_nowait(message)
+            self._events.put_nowait({"type": INBOX, "message": message})
             return
         await self.on_deliver(message)
-
-    async def _next_inbox(self) -> dict:
-        return {"type": INBOX, "message": await self._inbox.get()}
 
     async def dispatch(self, message: dict) -> None:
         # Client frames do not hold deliveries back (a chat send awaiting the database would make every
@@ -216,30 +236,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
         else:
             log.warning("ignored a layer message of an unknown type")
 
-    async def _next_janus_event(self) -> dict:
-        handle, event = await self._janus_events.get()
-        return {"type": JANUS_EVENT, "handle": handle, "event": event}
-
     def queue_janus_event(self, handle: str, event) -> None:
         """Called by Janus's reader (media.broker): handled later, in order, by this connection's loop."""
-        if not self.closing:
-            self._janus_events.put_nowait((handle, event))
+        if not self.closing and self._events is not None:
+            self._events.put_nowait({"type": JANUS_EVENT, "handle": handle, "event": event})
 
-    async def _next_tick(self) -> dict:
-        while True:
-            self._reschedule.clear()
-            if self._check_due and not self.closing:
-                return {"type": "tick"}
-            try:
-                await asyncio.wait_for(self._reschedule.wait(), self._tick_delay())
-            except TimeoutError:
-                return {"type": "tick"}
+    def _queue_tick(self) -> None:
+        if not self._tick_queued and not self.closing and self._events is not None:
+            self._tick_queued = True
+            self._events.put_nowait({"type": "tick"})
+
+    def _schedule_tick(self) -> None:
+        """(Re)arm the timer of this connection's own check: the waiting room's opening, if it waits."""
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
+        delay = self._tick_delay()
+        if delay is not None:
+            self._tick_timer = asyncio.get_running_loop().call_later(delay, self._queue_tick)
 
     def _tick_delay(self) -> float | None:
         # Only the waiting room's opening is timed per connection; the rest is signaling.watch's.
         if self.actor is None or self.closing or self.state != SeatState.WAITING or self.opens_at is None:
             return None
-        return max(0.0, (self.opens_at - timezone.now()).total_seconds()) + 0.05
+        delay = (self.opens_at - timezone.now()).total_seconds()
+        # Once it has passed, the tick at that moment let the person in, or could not (a locked room,
+        # the database down): the process's periodic check then asks again for everyone waiting.
+        return delay + 0.05 if delay > -0.05 else None
 
     def probe(self) -> live.Probe | None:
         """What this connection believes, for the process's periodic check (None: nothing to check)."""
@@ -250,7 +273,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     def request_check(self) -> None:
         self._check_due = True
-        self._reschedule.set()
+        self._queue_tick()
 
     # --- handshake -----------------------------------------------------------------------------
 
@@ -316,7 +339,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._layer_send(groups.member(self.session_id, self.member_id), older)
         await self.publish(result.changes, exclude=self.channel_name)
         WATCHER.add(self)
-        self._reschedule.set()
+        self._schedule_tick()
         log.info("joined session=%s member=%s state=%s", self.session_id.hex, self.member_id, self.state)
 
     async def _unavailable(self, why: str) -> None:
@@ -586,7 +609,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await sfu.admitted(self, room)
 
     async def on_tick(self) -> None:
-        self._check_due = False
+        self._check_due = self._tick_queued = False
+        try:
+            await self._tick()
+        finally:
+            self._schedule_tick()
+
+    async def _tick(self) -> None:
         if self.closing or self.actor is None:
             return
         session_key = getattr(self.scope.get("session"), "session_key", None)
@@ -622,7 +651,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         WATCHER.discard(self)
-        self._reschedule.set()
+        self._schedule_tick()  # closing: no timer
         await self.close(code)
         await sfu.closed(self, code)
 

@@ -110,3 +110,49 @@ async def test_a_failing_member_does_not_stop_delivery_to_the_others():
 
     assert len(fine.taken) == 1
     hub.task.cancel()
+
+
+class ArrivalsLayer(RecordingLayer):
+    """Like signaling.subscriber's: what has arrived waits in ``arrivals``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import collections
+
+        self.arrivals: collections.deque = collections.deque()
+        self.more = asyncio.Event()
+
+    async def receive(self, channel: str) -> dict:
+        while not self.arrivals:
+            self.more.clear()
+            await self.more.wait()
+        return self.arrivals.popleft()
+
+
+async def test_a_backlog_is_handed_out_one_message_per_turn_of_the_loop():
+    layer = ArrivalsLayer()
+    hub = Hub(layer, asyncio.get_running_loop())
+    log: list[str] = []
+
+    class Logging(Member):
+        async def take(self, message: dict) -> None:
+            log.append(f"message {message['n']}")
+
+    await hub.join("room", Logging())
+    await settle()
+
+    async def other_work() -> None:
+        for k in range(3):
+            log.append(f"other {k}")
+            await asyncio.sleep(0)
+
+    layer.arrivals.extend({"type": "deliver", "group": "room", "n": n} for n in range(3))
+    layer.more.set()
+    other = asyncio.create_task(other_work())
+    await settle()
+
+    # Other work ran between the messages of the backlog, not after all of them.
+    assert log.index("other 1") < log.index("message 2")
+    assert [entry for entry in log if entry.startswith("message")] == ["message 0", "message 1", "message 2"]
+    await other
+    hub.task.cancel()
