@@ -22,15 +22,13 @@ class FakeStore:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.release = asyncio.Event()
-        self.fail_next = False
         self.seq = 0
 
     async def store(self, requests):
         self.batches.append([r.client_id for r in requests])
         if len(self.batches) == 1:
             await self.release.wait()
-        if self.fail_next:
-            self.fail_next = False
+        if any(r.text == "fail this call" for r in requests):
             raise OperationalError("the server closed the connection")
         results = []
         for request in requests:
@@ -83,15 +81,34 @@ async def test_a_refusal_reaches_its_sender_only(store):
 
 
 async def test_a_database_error_reaches_every_sender_of_that_call_and_the_next_call_works(store):
-    store.fail_next = True
+    first = post("a")
+    await settle()
+    failing = [post("b", "fail this call"), post("c")]
+    await settle()
     store.release.set()
-    failed = await asyncio.gather(post("a"), post("b"), return_exceptions=True)
+    failed = await asyncio.gather(*failing, return_exceptions=True)
 
-    later = await post("c")
+    later = await post("d")
 
+    assert (await first).message.seq == 1
     assert [type(r) for r in failed] == [OperationalError, OperationalError]
-    assert later.message.seq == 1
-    assert store.batches == [["a", "b"], ["c"]]
+    assert later.message.seq == 2
+    assert store.batches == [["a"], ["b", "c"], ["d"]]
+
+
+async def test_a_message_alone_is_stored_by_its_senders_task_and_its_error_reaches_it(store):
+    store.release.set()
+    writer = chat_writer.chat_writer()
+
+    stored = await writer.post(live.ChatRequest(ACTOR, "a", "hello"))
+    with pytest.raises(OperationalError):
+        await writer.post(live.ChatRequest(ACTOR, "b", "fail this call"))
+    again = await writer.post(live.ChatRequest(ACTOR, "c", "hello again"))
+
+    # No task started and no answer handed over through a future: nothing else ran in between.
+    assert writer.task is None and not writer.busy
+    assert (stored.message.seq, again.message.seq) == (1, 2)
+    assert store.batches == [["a"], ["b"], ["c"]]
 
 
 # --- the store itself, on a real database ----------------------------------------------------------
@@ -132,7 +149,9 @@ def thread_calls(monkeypatch):
     return calls
 
 
-async def test_the_store_answers_as_post_chats_does_and_sends_only_the_common_case_from_the_loop(room, thread_calls):
+async def test_the_store_answers_as_post_chats_does_and_sends_only_the_common_case_from_the_loop(
+    room, thread_calls, close_worker_connection
+):
     from asgiref.sync import sync_to_async
 
     from rooms.models import ChatMessage
