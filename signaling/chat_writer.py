@@ -4,8 +4,8 @@ Every database call of a process runs in one thread (Django's connection belongs
 calls queue. Stored one call at a time, each chat message paid for the hop into that thread, a
 transaction and its round trips, each of which waits for the GIL again when it comes back: at 240
 messages a second (the rate20 benchmark) that thread fell behind and the queue grew to seconds
-(docs/performance.md). Here the first message goes at once (its sender's task stores it); those
-that arrive while its call is running wait for the next call, which stores all of them (``rooms.live.post_chats``: one
+(docs/performance.md). Here the first message goes at once; those that arrive while its call is
+running wait for the next call, which stores all of them (``rooms.live.post_chats``: one
 transaction, one round trip on PostgreSQL). Under light load nothing waits; under heavy load
 batches grow instead of the queue.
 
@@ -32,57 +32,36 @@ MAX_BATCH = 64
 class ChatWriter:
     def __init__(self) -> None:
         self.waiting: list[tuple[live.ChatRequest, asyncio.Future]] = []
-        self.busy = False  # a store is running: what arrives now waits for the next one
         self.task: asyncio.Task | None = None
 
     async def post(self, request: live.ChatRequest) -> live.ChatPosted:
         """Store one message (see ``rooms.live.post_chat``); raises its LiveError or DatabaseError."""
-        if self.busy:
-            future = asyncio.get_running_loop().create_future()
-            self.waiting.append((request, future))
-            result = await future
-        else:
-            # Nothing running: this sender stores its own message, in its own task (no task to start,
-            # no answer to hand back through a future: two turns of the loop fewer per message).
-            self.busy = True
-            try:
-                (result,) = await self._store([request])
-            finally:
-                self._next()
-        if isinstance(result, BaseException):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.append((request, future))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._drain(), name="chat writer")
+        result = await future
+        if isinstance(result, live.LiveError):
             raise result
         return result
 
-    async def _store(self, requests: list[live.ChatRequest]) -> list:
-        results = await store(requests)
-        if len(results) != len(requests):
-            raise RuntimeError(f"post_chats answered {len(results)} of {len(requests)} messages")
-        return results
-
-    def _next(self) -> None:
-        """After a store: the messages that arrived meanwhile go together in the next one."""
-        if self.waiting:
-            self.task = asyncio.get_running_loop().create_task(self._drain(), name="chat writer")
-        else:
-            self.busy = False
-
     async def _drain(self) -> None:
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-                try:
-                    results = await self._store([request for request, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - a database error: each sender answers it (server.retry)
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # its connection went away meanwhile; the message is stored anyway
-                        continue
-                    if isinstance(result, BaseException) and not isinstance(result, live.LiveError):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self.busy = False
+        while self.waiting:
+            batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
+            try:
+                results = await store([request for request, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"post_chats answered {len(results)} of {len(batch)} messages")
+            except Exception as exc:  # noqa: BLE001 - a database error: each sender answers it (server.retry)
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its connection went away meanwhile; the message is stored anyway
+                    continue
+                if isinstance(result, BaseException) and not isinstance(result, live.LiveError):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 async def store(requests: list[live.ChatRequest]) -> list[live.ChatPosted | live.LiveError]:

@@ -96,21 +96,6 @@ async def test_a_database_error_reaches_every_sender_of_that_call_and_the_next_c
     assert store.batches == [["a"], ["b", "c"], ["d"]]
 
 
-async def test_a_message_alone_is_stored_by_its_senders_task_and_its_error_reaches_it(store):
-    store.release.set()
-    writer = chat_writer.chat_writer()
-
-    stored = await writer.post(live.ChatRequest(ACTOR, "a", "hello"))
-    with pytest.raises(OperationalError):
-        await writer.post(live.ChatRequest(ACTOR, "b", "fail this call"))
-    again = await writer.post(live.ChatRequest(ACTOR, "c", "hello again"))
-
-    # No task started and no answer handed over through a future: nothing else ran in between.
-    assert writer.task is None and not writer.busy
-    assert (stored.message.seq, again.message.seq) == (1, 2)
-    assert store.batches == [["a"], ["b"], ["c"]]
-
-
 # --- the store itself, on a real database ----------------------------------------------------------
 
 
