@@ -40,9 +40,10 @@ def login_problem(user_id, session_key: str | None) -> str | None:
 
 
 class _Decoded:
-    """What ``login_problems`` worked out before, reused while the stored values are unchanged:
-    session data decoded (keyed by session key, checked against the stored string) and auth hashes
-    (keyed by user, checked against the password hash), each with when it was last asked about.
+    """What ``login_problems`` and the handshake (signaling.auth) worked out before, reused while
+    the stored values are unchanged: session data decoded (keyed by session key, checked against the
+    stored string) and auth hashes (keyed by user, checked against the password hash), each with
+    when it was last used. The handshake's entries make a connection's first check a cache hit.
 
     The realtime service asks in chunks of about a hundred connections per call; a cache that kept
     only the latest call's entries never hit, and every round decoded and hashed every connection
@@ -67,14 +68,25 @@ def _prune(now: float) -> None:
     _Decoded.pruned_at = now
 
 
-def _auth_hash(user_id, password: str, now: float) -> str:
+def auth_hash(user_id, password: str, *, user: User | None = None) -> str:
+    """``User.get_session_auth_hash()`` for this user and password hash, computed once while the
+    password is unchanged (``user``: the instance at hand, if any, saves building one)."""
     cached = _Decoded.hashes.get(user_id)
     if cached is not None and cached[0] == password:
         value = cached[1]
     else:
-        value = User(pk=user_id, password=password).get_session_auth_hash()
-    _Decoded.hashes[user_id] = (password, value, now)
+        value = (user or User(pk=user_id, password=password)).get_session_auth_hash()
+    _Decoded.hashes[user_id] = (password, value, clock())
     return value
+
+
+def decoded(store, key: str, stored: str) -> dict:
+    """``store.decode(stored)`` (the engine's own: {} for a bad signature) for session ``key``,
+    decoded once while its stored data is unchanged. Read it, never change it: it is shared."""
+    cached = _Decoded.sessions.get(key)
+    data = cached[1] if cached is not None and cached[0] == stored else store.decode(stored)
+    _Decoded.sessions[key] = (stored, data, clock())
+    return data
 
 
 def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
@@ -96,12 +108,7 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     rows = StoredSession.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
         "session_key", "session_data"
     )
-    decoded: dict[str, dict] = {}
-    for key, stored in rows:
-        cached = _Decoded.sessions.get(key)
-        data = cached[1] if cached is not None and cached[0] == stored else store.decode(stored)
-        _Decoded.sessions[key] = (stored, data, now)
-        decoded[key] = data
+    data_of = {key: decoded(store, key, stored) for key, stored in rows}
     users = {
         str(pk): (pk, password, active)
         for pk, password, active in User.objects.filter(pk__in={user_id for user_id, _ in logins}).values_list(
@@ -110,7 +117,7 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     }
     answers: list[str | None] = []
     for user_id, key in logins:
-        data = decoded.get(key) if key else None
+        data = data_of.get(key) if key else None
         if data is None or str(data.get(SESSION_KEY, "")) != str(user_id):
             answers.append(LOGGED_OUT)
             continue
@@ -118,7 +125,7 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
         if user is None or not user[2]:
             answers.append(INACTIVE)
             continue
-        current = _auth_hash(user[0], user[1], now)
+        current = auth_hash(user[0], user[1])
         answers.append(None if constant_time_compare(data.get(HASH_SESSION_KEY, ""), current) else LOGGED_OUT)
     _prune(now)
     return answers

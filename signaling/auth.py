@@ -30,6 +30,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from accounts import sessions
 from accounts.models import User
 from rooms import pg
 from signaling import db
@@ -70,7 +71,9 @@ def _common_login(session):
         row = psycopg.Cursor(raw).execute(_SESSION_SQL, {"key": key, "now": timezone.now()}, prepare=True).fetchone()
         if row is None:
             return AnonymousUser()  # no such session, or expired: Django's load finds nothing either
-        data = session.decode(row[0])  # the engine's own decoding: {} for a bad signature, as in load()
+        # The engine's own decoding ({} for a bad signature, as in load()), kept for the periodic
+        # check of this login (accounts.sessions.login_problems), which then need not decode it again.
+        data = sessions.decoded(session, key, row[0])
         try:
             user_id = User._meta.pk.to_python(data[auth.SESSION_KEY])
             backend = data[auth.BACKEND_SESSION_KEY]
@@ -87,7 +90,7 @@ def _common_login(session):
     if not ModelBackend().user_can_authenticate(user):
         return AnonymousUser()
     session_hash = data.get(auth.HASH_SESSION_KEY)
-    if session_hash and constant_time_compare(session_hash, user.get_session_auth_hash()):
+    if session_hash and constant_time_compare(session_hash, sessions.auth_hash(user.pk, user.password, user=user)):
         return user
     return _ASK_DJANGO
 

@@ -150,3 +150,23 @@ def test_a_login_through_another_backend_is_djangos_to_decide(pat):
         # Configured: that backend answers (it lets inactive users in; ModelBackend would not).
         ours, django = _both(key)
         assert ours.is_authenticated and django.is_authenticated and ours.pk == django.pk == pat.pk
+
+
+def test_the_handshakes_login_leaves_nothing_for_the_periodic_check_to_decode_or_hash(
+    pat, monkeypatch, require_postgres
+):
+    from accounts import sessions
+
+    monkeypatch.setattr(sessions._Decoded, "sessions", {})
+    monkeypatch.setattr(sessions._Decoded, "hashes", {})
+    key = _login(pat)
+    assert handshake_auth._user_of(_store(key)) == pat
+    work = []
+    monkeypatch.setattr(
+        type(_store(key)), "decode", lambda store, data: work.append("decode") or pytest.fail("decoded again")
+    )
+    monkeypatch.setattr(User, "get_session_auth_hash", lambda user: work.append("hash") or "")
+
+    # The connection's first survey finds its session decoded and its hash computed already.
+    assert sessions.login_problems([(pat.pk, key)]) == [None]
+    assert work == []
