@@ -29,6 +29,8 @@ import psycopg
 from django.db import connection
 from psycopg import pq
 
+from signaling.publisher import settle
+
 log = logging.getLogger(__name__)
 
 # Django's connection parameters that are psycopg's, not libpq's (or that this module sets itself).
@@ -104,11 +106,7 @@ class LoopConnection:
 
     def _wake(self, error: BaseException | None) -> None:
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
+        settle(waiter, error)
 
     async def _results(self, pgconn: pq.PGconn) -> list[pq.PGresult]:
         """Every result of what was just sent, once the server has answered it all."""

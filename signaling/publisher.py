@@ -46,12 +46,22 @@ def pack(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
-def fail(future: asyncio.Future, exc: Exception) -> None:
+def fail(future: asyncio.Future, exc: BaseException) -> None:
     """Fail a future someone may or may not be awaiting, without asyncio's "exception was never
     retrieved" complaint when nobody was (a lost connection that never had to log in, say)."""
     if not future.done():
         future.set_exception(exc)
         future.exception()  # marks it retrieved; an awaiter still gets the exception
+
+
+def settle(future: asyncio.Future | None, exc: BaseException | None = None) -> None:
+    """Wake whoever awaits ``future`` (None: nobody waits): with its result, or failing with ``exc``."""
+    if future is None or future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        fail(future, exc)
 
 
 class _Connection(asyncio.Protocol):
@@ -94,11 +104,7 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self, exc: Exception | None) -> None:
         waiter, self._writable = self._writable, None
-        if waiter is not None and not waiter.done():
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                fail(waiter, exc)
+        settle(waiter, exc)
 
     async def send(self, command: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():

@@ -26,7 +26,7 @@ import asyncio
 import collections
 import logging
 
-from signaling.publisher import Address, fail, pack, per_loop_on_plain_redis
+from signaling.publisher import Address, fail, pack, per_loop_on_plain_redis, settle
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +182,7 @@ class Subscriptions:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        settle(self._waiter)
 
     # --- connecting ----------------------------------------------------------------------------
 
