@@ -10,8 +10,8 @@ Everything a connection does runs in order in one dispatch loop, from one queue:
 client frames, layer deliveries, its own full check (``tick``: when signaling.watch,
 the one periodic check of the process, says it is due, or when the waiting room
 opens) and, in an SFU session, the events Janus pushes to its handles
-(signaling.handlers.sfu), so its state needs no locks. Database calls go through signaling.db (no per-call
-connection cleanup).
+(signaling.handlers.sfu), so its state needs no locks. Database calls go through
+signaling.db (no per-call connection cleanup).
 Messages the loop accepts are listed in ``dispatch``; anything else is ignored.
 
 Close codes (docs/protocol.md): 1003 binary frame, 1008 abuse, 1009 too large,
@@ -69,7 +69,7 @@ ROUTE_SECONDS = 5.0
 
 # The loop's message type for an event Janus pushed to this connection's handles (never from a client).
 JANUS_EVENT = "janus.event"
-# The loop's message type for a hub delivery that waited in this connection's inbox.
+# The loop's message type for a hub delivery that waited in this connection's queue.
 INBOX = "inbox"
 # Where a layer message keeps its frame's wire bytes once a local receiver has built them.
 WIRE_FRAME = "_wire"
@@ -125,7 +125,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
         # The periodic check pushes what is missing (a delivery the layer lost), never twice.
         self.chat_mark: int | None = None
         self.chat_sent: set[int] = set()
-        self._check_due = False  # signaling.watch asked for a full check
         self._tick_queued = False  # a tick waits in the queue already
         self._tick_timer: asyncio.TimerHandle | None = None  # the waiting room's opening
         # Media (signaling.handlers.sfu): the session's path once admitted; in an SFU session its
@@ -139,7 +138,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self._events: asyncio.Queue | None = None
         self._inbox_pending = 0  # queued hub messages not yet handled: later ones queue behind them
         # While this is above 0 (the handshake, an admission, a tick, an answer that hands the client a
-        # range of chat) deliveries wait in the inbox: they must not overtake what is being sent.
+        # range of chat) deliveries wait in the queue: they must not overtake what is being sent.
         self._held = 0
 
     # --- the loop ------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def take(self, message: dict) -> None:
         """A layer message for this connection, from the hub. Plain frames go out at once when the
         connection is idle; otherwise, and for anything that needs this connection's loop (a close,
-        an admission, moderation at the SFU), the message waits in the inbox, in order."""
+        an admission, moderation at the SFU), the message waits in the queue, in order."""
         if self._held or self._inbox_pending or "control" in message or "close" in message:
             self._inbox_pending += 1
             self._events.put_nowait({"type": INBOX, "message": message})
@@ -272,7 +271,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         return live.Probe(self.actor, session_key, self.state == SeatState.WAITING, self.chat_mark)
 
     def request_check(self) -> None:
-        self._check_due = True
+        """signaling.watch says this connection needs its full check."""
         self._queue_tick()
 
     # --- handshake -----------------------------------------------------------------------------
@@ -609,7 +608,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await sfu.admitted(self, room)
 
     async def on_tick(self) -> None:
-        self._check_due = self._tick_queued = False
+        self._tick_queued = False
         try:
             await self._tick()
         finally:
