@@ -16,6 +16,16 @@ another server, TLS terminated in daphne, a connection still in its handshake or
 still queued in Twisted) goes the ordinary way. Both ways write synchronously to the same
 transport, so frames keep their order whichever way each one goes.
 
+Reading has the same shortcut (``client_text_frames``, installed by ``read_text_frames_directly``):
+what a browser sends almost always arrives as whole, small, final text frames, one TCP read each.
+autobahn takes each through its general state machine (header parsing into its buffer, a native
+unmasking object built per frame, a UTF-8 validator, message assembly, per-frame debug-log
+arguments) before daphne's ``onMessage`` puts the text in the application's queue. When a read
+holds nothing but such frames and autobahn holds nothing from earlier reads, they are unmasked
+and decoded here and handed to the same ``onMessage``, in order; anything else (a frame split
+across reads, a fragment, a control frame, binary, invalid UTF-8, a size over the limits, any
+protocol error) goes to autobahn untouched, so it answers exactly as before.
+
 Closing goes this way too when the code is one autobahn's public ``sendClose`` refuses: it takes
 only 1000 and 3000-4999, while the response contract's 1003, 1008, 1009 and 1013 are codes RFC 6455
 (7.4.1) has a server send. Through ASGI those raised inside daphne and the connection ended as a
@@ -36,6 +46,8 @@ except ImportError:  # pragma: no cover - daphne always brings both
 
 # Key of the scope entry telehealth.asgi adds to every WebSocket scope.
 SCOPE_KEY = "telehealth.socket"
+# A read takes the shortcut only with frames of a 7- or 16-bit payload length (under 64 KiB).
+SHORT_FRAME_LIMIT = 0xFFFF
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -46,6 +58,85 @@ def text_frame(payload: bytes) -> bytes:
     if size < 1 << 16:
         return struct.pack("!BBH", 0x81, 126, size) + payload
     return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """RFC 6455 5.3: XOR with the 4-byte mask repeated (mask[0] applies to payload[0])."""
+    size = len(payload)
+    key = (mask * ((size >> 2) + 1))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+
+
+def client_text_frames(data: bytes, limit: int = SHORT_FRAME_LIMIT) -> list[bytes] | None:
+    """The payloads of ``data`` when it is nothing but whole, final, masked text frames without
+    extension bits, each at most ``limit`` bytes, in minimal length encoding and valid UTF-8; None
+    for anything else (it then goes to autobahn, which parses, answers or fails it as it always did)."""
+    payloads = []
+    end = len(data)
+    at = 0
+    limit = min(limit, SHORT_FRAME_LIMIT)
+    while at < end:
+        if end - at < 6 or data[at] != 0x81:  # FIN, no RSV bits, opcode 1 (text)
+            return None
+        size = data[at + 1]
+        if not size & 0x80:  # a client must mask
+            return None
+        size &= 0x7F
+        at += 2
+        if size == 126:
+            size = int.from_bytes(data[at : at + 2], "big")
+            if size < 126:  # not the minimal encoding: a protocol error autobahn reports
+                return None
+            at += 2
+        elif size == 127:
+            return None
+        if size > limit or end - at < 4 + size:
+            return None
+        payload = unmask(data[at + 4 : at + 4 + size], data[at : at + 4])
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        payloads.append(payload)
+        at += 4 + size
+    return payloads
+
+
+def _payload_limit(protocol) -> int:
+    limits = [n for n in (protocol.maxFramePayloadSize, protocol.maxMessagePayloadSize) if n > 0]
+    return min(limits, default=SHORT_FRAME_LIMIT)
+
+
+def read_text_frames_directly() -> None:
+    """Give daphne's WebSocket protocol the read shortcut described in the module docstring."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(WebSocketProtocol.dataReceived, "reads_text_frames_directly", False):
+        return
+    general = WebSocketProtocol.dataReceived
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if (
+            self.state == _Autobahn.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+            and self._perMessageCompress is None
+            and not self.logOctets
+            and not self.logFrames
+        ):
+            payloads = client_text_frames(data, _payload_limit(self))
+            if payloads is not None:
+                self.trafficStats.incomingOctetsWireLevel += len(data)
+                for payload in payloads:
+                    if self.state != _Autobahn.STATE_OPEN:
+                        return  # closed by what came before (as autobahn stops reading then)
+                    self.onMessage(payload, False)
+                return
+        general(self, data)
+
+    dataReceived.reads_text_frames_directly = True
+    WebSocketProtocol.dataReceived = dataReceived
 
 
 class Socket:

@@ -24,11 +24,12 @@ from django.urls import re_path  # noqa: E402
 
 from signaling.auth import handshake_auth_stack  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
-from signaling.wire import SCOPE_KEY, Socket  # noqa: E402
+from signaling.wire import SCOPE_KEY, Socket, read_text_frames_directly  # noqa: E402
 from telehealth.autobahn_tuning import defer_connection_config_dump  # noqa: E402
 from telehealth.collector import full_collections_every  # noqa: E402
 
 defer_connection_config_dump()
+read_text_frames_directly()
 
 
 def websocket_stack(inner):
