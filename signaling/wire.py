@@ -22,7 +22,8 @@ autobahn takes each through its general state machine (header parsing into its b
 unmasking object built per frame, a UTF-8 validator, message assembly, per-frame debug-log
 arguments) before daphne's ``onMessage`` puts the text in the application's queue. When a read
 holds nothing but such frames and autobahn holds nothing from earlier reads, they are unmasked
-and decoded here and handed to the same ``onMessage``, in order; anything else (a frame split
+and decoded here and handed to the same ``onMessage``, in order, with autobahn's own bookkeeping
+for each (its traffic counts; a frame counts as a sign of life while a pong is awaited); anything else (a frame split
 across reads, a fragment, a control frame, binary, invalid UTF-8, a size over the limits, any
 protocol error) goes to autobahn untouched, so it answers exactly as before.
 
@@ -124,13 +125,22 @@ def read_text_frames_directly() -> None:
             and self._perMessageCompress is None
             and not self.logOctets
             and not self.logFrames
+            and not self.trackedTimings
+            and not self._listeners  # nobody observes autobahn's "message" event (daphne does not)
         ):
             payloads = client_text_frames(data, _payload_limit(self))
             if payloads is not None:
-                self.trafficStats.incomingOctetsWireLevel += len(data)
+                stats = self.trafficStats
+                stats.incomingOctetsWireLevel += len(data)
                 for payload in payloads:
                     if self.state != _Autobahn.STATE_OPEN:
                         return  # closed by what came before (as autobahn stops reading then)
+                    # What autobahn does at the end of each such frame: count it, and take it as a
+                    # sign of life in place of an awaited pong (its autoPingRestartOnAnyTraffic).
+                    stats.incomingWebSocketFrames += 1
+                    stats.incomingWebSocketMessages += 1
+                    if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                        self._cancelAutoPingTimeoutCall()
                     self.onMessage(payload, False)
                 return
         general(self, data)

@@ -173,7 +173,13 @@ class RecordingProtocol:
         self.logOctets = self.logFrames = False
         self.maxFramePayloadSize = 0
         self.maxMessagePayloadSize = 1_000
-        self.trafficStats = type("Stats", (), {"incomingOctetsWireLevel": 0})()
+        self.trackedTimings = None
+        self._listeners = None
+        self.autoPingTimeoutCall = None
+        self.autoPingRestartOnAnyTraffic = True
+        self.trafficStats = type(
+            "Stats", (), {"incomingOctetsWireLevel": 0, "incomingWebSocketFrames": 0, "incomingWebSocketMessages": 0}
+        )()
         self.__dict__.update(state)
         self.messages = []
         self.general = []
@@ -198,7 +204,24 @@ def test_the_shortcut_hands_whole_text_frames_to_onmessage(shortcut):
     shortcut(protocol, data)
     assert protocol.messages == [(b'{"a":1}', False), (b'{"b":2}', False)]
     assert protocol.general == []
-    assert protocol.trafficStats.incomingOctetsWireLevel == len(data)
+    stats = protocol.trafficStats
+    assert (stats.incomingOctetsWireLevel, stats.incomingWebSocketFrames, stats.incomingWebSocketMessages) == (
+        len(data),
+        2,
+        2,
+    )
+
+
+def test_a_text_frame_counts_as_a_sign_of_life_while_a_pong_is_awaited(shortcut):
+    cancelled = []
+    protocol = RecordingProtocol(autoPingTimeoutCall=object())
+    protocol._cancelAutoPingTimeoutCall = lambda: cancelled.append(True)
+    shortcut(protocol, client_frame(b"hi"))
+    assert cancelled == [True]  # autobahn's autoPingRestartOnAnyTraffic, as on its general path
+    protocol = RecordingProtocol(autoPingTimeoutCall=object(), autoPingRestartOnAnyTraffic=False)
+    protocol._cancelAutoPingTimeoutCall = lambda: cancelled.append(False)
+    shortcut(protocol, client_frame(b"hi"))
+    assert cancelled == [True]
 
 
 @pytest.mark.parametrize(
@@ -211,6 +234,8 @@ def test_the_shortcut_hands_whole_text_frames_to_onmessage(shortcut):
         {"state": 2},  # closing
         {"logFrames": True},
         {"maxMessagePayloadSize": 3},  # the frame is over daphne's message limit
+        {"trackedTimings": object()},
+        {"_listeners": {"message": [print]}},  # someone observes autobahn's message event
     ],
 )
 def test_the_general_path_reads_whenever_autobahn_has_state_or_limits_apply(shortcut, state):
