@@ -16,16 +16,19 @@ another server, TLS terminated in daphne, a connection still in its handshake or
 still queued in Twisted) goes the ordinary way. Both ways write synchronously to the same
 transport, so frames keep their order whichever way each one goes.
 
-Reading has the same shortcut (``client_text_frames``, installed by ``read_text_frames_directly``):
-what a browser sends almost always arrives as whole, small, final text frames, one TCP read each.
-autobahn takes each through its general state machine (header parsing into its buffer, a native
-unmasking object built per frame, a UTF-8 validator, message assembly, per-frame debug-log
-arguments) before daphne's ``onMessage`` puts the text in the application's queue. When a read
-holds nothing but such frames and autobahn holds nothing from earlier reads, they are unmasked
-and decoded here and handed to the same ``onMessage``, in order, with autobahn's own bookkeeping
-for each (its traffic counts; a frame counts as a sign of life while a pong is awaited); anything else (a frame split
-across reads, a fragment, a control frame, binary, invalid UTF-8, a size over the limits, any
-protocol error) goes to autobahn untouched, so it answers exactly as before.
+Reading has the same shortcut (``whole_client_frames``, installed by ``read_text_frames_directly``):
+what a browser sends almost always arrives as whole, small, final text frames, one TCP read each,
+and pongs answering daphne's keepalive pings (one per connection every 20 s: at 1,200 quiet
+connections, as many frames as the chat). autobahn takes each through its general state machine
+(header parsing into its buffer, a native unmasking object built per frame, a UTF-8 validator,
+message assembly, per-frame debug-log arguments) before daphne's ``onMessage`` puts the text in
+the application's queue. When a read holds nothing but such frames and autobahn holds nothing
+from earlier reads, they are unmasked and decoded here and handed to the same ``onMessage``, in
+order, with autobahn's own bookkeeping for each (its traffic counts; a frame counts as a sign of
+life while a pong is awaited); a pong goes to autobahn's own ``processControlFrame`` without the
+parsing around it. Anything else (a frame split across reads, a fragment, a ping or close,
+binary, invalid UTF-8, a size over the limits, any protocol error) goes to autobahn untouched,
+so it answers exactly as before.
 
 Closing goes this way too when the code is one autobahn's public ``sendClose`` refuses: it takes
 only 1000 and 3000-4999, while the response contract's 1003, 1008, 1009 and 1013 are codes RFC 6455
@@ -39,9 +42,11 @@ import functools
 import struct
 
 try:  # daphne's WebSocket protocol is autobahn's on Twisted; neither is needed to import this module
+    from autobahn.websocket.protocol import FrameHeader
     from autobahn.websocket.protocol import WebSocketProtocol as _Autobahn
     from twisted.internet import tcp as _tcp
 except ImportError:  # pragma: no cover - daphne always brings both
+    FrameHeader = None
     _Autobahn = None
     _tcp = None
 
@@ -68,39 +73,52 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
-def client_text_frames(data: bytes, limit: int = SHORT_FRAME_LIMIT) -> list[bytes] | None:
-    """The payloads of ``data`` when it is nothing but whole, final, masked text frames without
-    extension bits, each at most ``limit`` bytes, in minimal length encoding and valid UTF-8; None
-    for anything else (it then goes to autobahn, which parses, answers or fails it as it always did)."""
-    payloads = []
+TEXT = 0x1
+PONG = 0xA
+
+
+def whole_client_frames(data: bytes, limit: int = SHORT_FRAME_LIMIT) -> list[tuple[int, bytes, bytes]] | None:
+    """``(opcode, payload, mask)`` of each frame when ``data`` is nothing but whole, final, masked
+    frames without extension bits in minimal length encoding: text frames of at most ``limit``
+    bytes of valid UTF-8, and pongs (a control frame carries at most 125 bytes); None for anything
+    else (it then goes to autobahn, which parses, answers or fails it as it always did)."""
+    frames = []
     end = len(data)
     at = 0
     limit = min(limit, SHORT_FRAME_LIMIT)
     while at < end:
-        if end - at < 6 or data[at] != 0x81:  # FIN, no RSV bits, opcode 1 (text)
+        if end - at < 6:
             return None
-        size = data[at + 1]
+        first, size = data[at], data[at + 1]
+        if first == 0x80 | TEXT:  # FIN, no RSV bits, text
+            opcode = TEXT
+        elif first == 0x80 | PONG:
+            opcode = PONG
+        else:
+            return None
         if not size & 0x80:  # a client must mask
             return None
         size &= 0x7F
         at += 2
-        if size == 126:
+        if size == 126 and opcode == TEXT:
             size = int.from_bytes(data[at : at + 2], "big")
             if size < 126:  # not the minimal encoding: a protocol error autobahn reports
                 return None
             at += 2
-        elif size == 127:
+        elif size >= 126:
             return None
         if size > limit or end - at < 4 + size:
             return None
-        payload = unmask(data[at + 4 : at + 4 + size], data[at : at + 4])
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        payloads.append(payload)
+        mask = data[at : at + 4]
+        payload = unmask(data[at + 4 : at + 4 + size], mask)
+        if opcode == TEXT:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        frames.append((opcode, payload, mask))
         at += 4 + size
-    return payloads
+    return frames
 
 
 def _payload_limit(protocol) -> int:
@@ -128,14 +146,22 @@ def read_text_frames_directly() -> None:
             and not self.trackedTimings
             and not self._listeners  # nobody observes autobahn's "message" event (daphne does not)
         ):
-            payloads = client_text_frames(data, _payload_limit(self))
-            if payloads is not None:
+            frames = whole_client_frames(data, _payload_limit(self))
+            if frames is not None:
                 stats = self.trafficStats
                 stats.incomingOctetsWireLevel += len(data)
-                for payload in payloads:
+                for opcode, payload, mask in frames:
                     if self.state != _Autobahn.STATE_OPEN:
                         return  # closed by what came before (as autobahn stops reading then)
-                    # What autobahn does at the end of each such frame: count it, and take it as a
+                    if opcode == PONG:
+                        # autobahn's own handling of a whole control frame (the awaited auto-ping's
+                        # answer ends its timeout), without the parsing around it.
+                        self.current_frame = FrameHeader(opcode, True, 0, len(payload), mask)
+                        self.control_frame_data = [payload]
+                        self.processControlFrame()
+                        self.current_frame = None
+                        continue
+                    # What autobahn does at the end of each text frame: count it, and take it as a
                     # sign of life in place of an awaited pong (its autoPingRestartOnAnyTraffic).
                     stats.incomingWebSocketFrames += 1
                     stats.incomingWebSocketMessages += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from signaling.wire import Socket, client_text_frames, read_text_frames_directly, text_frame, unmask
+from signaling.wire import PONG, TEXT, Socket, read_text_frames_directly, text_frame, unmask, whole_client_frames
 from tests.media.conftest import free_port
 from tests.signaling.wire_app import PADDING
 
@@ -49,25 +50,14 @@ def test_only_daphnes_send_has_a_socket():
     assert Socket.of(partial(handle_reply, NotAProtocol())) is None
 
 
-@pytest.fixture
-def daphne_with_wire_app(tmp_path):
+@contextlib.contextmanager
+def serving_wire_app(tmp_path, *daphne_options: str):
     port = free_port()
     log = tmp_path / "daphne.log"
+    command = [sys.executable, "-m", "daphne", *daphne_options, "-b", "127.0.0.1", "-p", str(port)]
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "tests.signaling.wire_app:application",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*command, "tests.signaling.wire_app:application"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 30
@@ -78,6 +68,12 @@ def daphne_with_wire_app(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def daphne_with_wire_app(tmp_path):
+    with serving_wire_app(tmp_path) as url:
+        yield url
 
 
 async def test_frames_written_straight_to_daphnes_socket_arrive_intact_and_in_order(daphne_with_wire_app):
@@ -127,7 +123,12 @@ def test_unmask_is_the_xor_with_the_repeated_mask():
 def test_whole_text_frames_are_read_in_order():
     texts = ["", "hello", "é, 日本, 🙂", "x" * 125, "y" * 126, "z" * 65_535]
     data = b"".join(client_frame(t.encode()) for t in texts)
-    assert client_text_frames(data) == [t.encode() for t in texts]
+    assert whole_client_frames(data) == [(TEXT, t.encode(), MASK) for t in texts]
+
+
+def test_pongs_are_read_with_the_text_frames():
+    data = client_frame(b"a") + client_frame(b"ping-payload", opcode=10) + client_frame(b"", opcode=10)
+    assert whole_client_frames(data) == [(TEXT, b"a", MASK), (PONG, b"ping-payload", MASK), (PONG, b"", MASK)]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,8 @@ def test_whole_text_frames_are_read_in_order():
         pytest.param(client_frame(b"part", fin=False), id="a-fragment"),
         pytest.param(client_frame(b"hi", opcode=2), id="binary"),
         pytest.param(client_frame(b"", opcode=9), id="ping"),
-        pytest.param(client_frame(b"", opcode=10), id="pong"),
+        pytest.param(client_frame(b"x" * 126, opcode=10), id="a-pong-longer-than-a-control-frame-may-be"),
+        pytest.param(client_frame(b"p", opcode=10, fin=False), id="a-fragmented-pong"),
         pytest.param(client_frame(b"\x03\xe8", opcode=8), id="close"),
         pytest.param(client_frame(b"hi", mask=b""), id="unmasked"),
         pytest.param(client_frame(b"hi", rsv=4), id="an-extension-bit"),
@@ -150,13 +152,13 @@ def test_whole_text_frames_are_read_in_order():
     ],
 )
 def test_anything_else_is_left_to_autobahn(data):
-    assert client_text_frames(data) is None
+    assert whole_client_frames(data) is None
 
 
 def test_frames_over_the_limit_are_left_to_autobahn():
     data = client_frame(b"x" * 200)
-    assert client_text_frames(data, limit=200) == [b"x" * 200]
-    assert client_text_frames(data, limit=199) is None
+    assert whole_client_frames(data, limit=200) == [(TEXT, b"x" * 200, MASK)]
+    assert whole_client_frames(data, limit=199) is None
 
 
 class RecordingProtocol:
@@ -210,6 +212,18 @@ def test_the_shortcut_hands_whole_text_frames_to_onmessage(shortcut):
         2,
         2,
     )
+
+
+def test_a_pong_goes_to_autobahns_own_control_frame_handling(shortcut):
+    protocol = RecordingProtocol()
+    seen = []
+    protocol.processControlFrame = lambda: seen.append(
+        (protocol.current_frame.opcode, protocol.current_frame.length, protocol.control_frame_data)
+    )
+    shortcut(protocol, client_frame(b"answer", opcode=10) + client_frame(b"next"))
+    assert seen == [(10, 6, [b"answer"])]
+    assert protocol.current_frame is None  # as autobahn leaves it after a frame
+    assert protocol.messages == [(b"next", False)]
 
 
 def test_a_text_frame_counts_as_a_sign_of_life_while_a_pong_is_awaited(shortcut):
@@ -289,3 +303,14 @@ async def test_a_real_daphne_reads_every_kind_of_input_as_before(daphne_with_wir
             await asyncio.wait_for(ws.recv(), 5)  # no echo
     # autobahn fails it by dropping the TCP connection (its failByDrop), as it did without the shortcut.
     assert ws.close_code == 1006
+
+
+async def test_pongs_read_by_the_shortcut_keep_a_quiet_connection_open(tmp_path):
+    # daphne pings every second and drops a connection whose pong is 2 s late; the client sends
+    # nothing of its own for 5 s, so only its pongs (read by the shortcut) keep it open.
+    with serving_wire_app(tmp_path, "--ping-interval", "1", "--ping-timeout", "2") as url:
+        async with websockets.connect(url + "echo/", ping_interval=None) as ws:
+            await ws.recv()  # hello
+            await asyncio.sleep(5)
+            await ws.send("still here")
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"echo": "still here"}
