@@ -89,6 +89,7 @@ export class SfuTransport {
   /** Enter (or re-enter after a reconnect): publish, and subscribe to everyone who publishes. */
   start() {
     this.closeAll();
+    this.subRequest = null;
     this.publish().catch((error) => console.warn("publish failed", error));
     this.subRequest = this.hooks.send("sfu.subscribe", { feeds: null });
   }
@@ -104,6 +105,9 @@ export class SfuTransport {
   async publish() {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.pub = pc;
+    // Until this connection's own offer is sent, an answer to the one before it is stale: applied
+    // here (no local offer yet) it would fail, "called in wrong state: stable".
+    this.pubRequest = null;
     const tracks = this.localStream ? this.localStream.getTracks() : [];
     for (const track of tracks) {
       const sending = track.kind === "video" && this.audioOnly ? null : track;

@@ -195,3 +195,46 @@ def test_downlink_estimate_falls_with_loss_and_grows_back_until_it_limits_nothin
     # it exceeds 1.5x what the layout wants, then no limit again.
     assert result["steps"][:5] == [None, 1275, 1275, 1466, 1686]
     assert result["steps"][-1] is None
+
+
+def test_an_answer_to_the_publisher_before_a_restart_is_dropped_not_applied_to_the_new_one(sfu_server, group):
+    # Starting over (a failover, a reconnect) makes a new publishing connection at once, but its offer
+    # goes out only after the browser built it; the old connection's answer can arrive in between.
+    # Applied to the new connection it fails ("called in wrong state: stable"); it must be dropped.
+    server, _ = sfu_server
+    page = group.p3
+    result = page.evaluate(
+        """async (base) => {
+          const {SfuTransport} = await import(base + "/static/js/sfu.js");
+          const sent = [];
+          const warnings = [];
+          const warn = console.warn;
+          console.warn = (...args) => warnings.push(String(args[0]));
+          const send = (type, data) => { const id = "c" + (sent.length + 1); sent.push({type, data, id}); return id; };
+          const transport = new SfuTransport({send, onRemoteStream() {}, onPeerState() {}});
+          const publishes = () => sent.filter((f) => f.type === "sfu.publish");
+          const settle = async (count) => {
+            for (let i = 0; i < 200 && publishes().length < count; i++) await new Promise((r) => setTimeout(r, 10));
+          };
+          try {
+            transport.start();
+            await settle(1);
+            const first = publishes()[0];
+            const answerer = new RTCPeerConnection();
+            await answerer.setRemoteDescription({type: "offer", sdp: first.data.sdp});
+            const answer = await answerer.createAnswer();
+            answerer.close();
+            transport.start();
+            transport.handleSfu({type: "sfu.answer", re: first.id, sdp: answer.sdp});
+            await settle(2);
+            await new Promise((r) => setTimeout(r, 200));
+            return {warnings, publishes: publishes().length, state: transport.pub.signalingState,
+                    current: transport.pubRequest === publishes()[1].id};
+          } finally {
+            console.warn = warn;
+            transport.closeAll();
+          }
+        }""",
+        server.url,
+    )
+    assert result == {"warnings": [], "publishes": 2, "state": "have-local-offer", "current": True}
