@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 
 from rooms import live
 from rooms.models import SeatCapacity, SeatState
-from signaling import db, fanout, frames, groups, joins, wire
+from signaling import db, fanout, frames, groups, wire
 from signaling import protocol as p
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
 from signaling.hub import get_hub
@@ -298,7 +298,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._unavailable("channel layer unavailable")
             return
         try:
-            result = await joins.join(self.session_id, user)
+            result = await db.run(live.join, self.session_id, user)
         except live.LiveError as exc:
             await self._leave_groups(sorted(self.in_groups))
             if exc.code == "room.locked":
