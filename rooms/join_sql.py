@@ -21,7 +21,6 @@ two round trips, not three (``rooms.live.join``).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from dataclasses import dataclass
 
@@ -77,13 +76,6 @@ _FACTS_AND_SEATS_SQL = f"""
         ON seat.{pg.column(Seat, "session")} = %(session)s
 """
 _FACTS = 4
-# In the order ``read`` sends them (the lock first); the names are the realtime service's prepared
-# statements on its own connection (signaling.pg_loop); psycopg names its own.
-_READS = (
-    ("telehealth_join_session", _SESSION_SQL),
-    ("telehealth_join_seats", _FACTS_AND_SEATS_SQL),
-    ("telehealth_join_enrollments", _ENROLLMENTS_SQL),
-)
 
 _SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = pg.attnames(Session), pg.attnames(Room), pg.attnames(Program)
 _SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = pg.attnames(Seat), pg.attnames(User), pg.attnames(Enrollment)
@@ -115,28 +107,14 @@ def read(session_id, user: User, *, begin: bool = False) -> JoinReads | None:
         with raw.pipeline():
             if begin:
                 cursors[0].execute("BEGIN")
-            for cursor, (_, sql) in zip(cursors, _READS, strict=True):
+            for cursor, sql in zip(cursors, (_SESSION_SQL, _FACTS_AND_SEATS_SQL, _ENROLLMENTS_SQL), strict=True):
                 cursor.execute(sql, params, prepare=True)
-        session_rows = [row for row in [cursors[0].fetchone()] if row is not None]
+        session_row = cursors[0].fetchone()
         rows = cursors[1].fetchall()
         enrollment_rows = cursors[2].fetchall()
-    return reads_from_rows(user, session_rows, rows, enrollment_rows)
-
-
-def read_statements(session_id: uuid.UUID, user: User) -> list[Statement]:
-    """``read``'s three statements for a connection of the realtime service's event loop
-    (``signaling.pg_loop``): name, SQL with numbered parameters, parameters."""
-    values = {"session": session_id, "user": user.pk}
-    return [Statement(name, *numbered(sql, values)) for name, sql in _READS]
-
-
-def reads_from_rows(user: User, session_rows: list, rows: list, enrollment_rows: list) -> JoinReads | None:
-    """``JoinReads`` from the rows of ``read``'s three statements (typed as psycopg loads them for
-    Django), None when the session row is missing."""
-    if not session_rows:
-        return None
-    session_row = session_rows[0]
     on_roster, removed, room_therapist, track_therapist = rows[0][:_FACTS]
+    if session_row is None:
+        return None
     n_session, n_room = len(_SESSION_FIELDS), len(_ROOM_FIELDS)
     session = pg.instance(Session, _SESSION_FIELDS, session_row[:n_session])
     room = pg.instance(Room, _ROOM_FIELDS, session_row[n_session : n_session + n_room])
@@ -159,32 +137,6 @@ def reads_from_rows(user: User, session_rows: list, rows: list, enrollment_rows:
         "is_session_therapist": user.role == Role.THERAPIST and (room_therapist or track_therapist),
     }
     return JoinReads(user=user, session=session, seats=seats, facts=facts)
-
-
-@dataclass(frozen=True)
-class Statement:
-    """A prepared statement's name, its SQL with numbered parameters ($1 ..) and their values."""
-
-    name: str
-    sql: str
-    values: list
-
-
-def numbered(sql: str, values: dict) -> tuple[str, list]:
-    """``sql`` with psycopg's named parameters as libpq's numbered ones, and their values in order."""
-    numbered_sql, names = _numbering(sql, tuple(values))
-    return numbered_sql, [values[name] for name in names]
-
-
-@functools.cache
-def _numbering(sql: str, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    used = []
-    for name in names:
-        placeholder = f"%({name})s"
-        if placeholder in sql:
-            used.append(name)
-            sql = sql.replace(placeholder, f"${len(used)}")
-    return sql, tuple(used)
 
 
 def _insert_sql(model) -> str:
@@ -222,27 +174,8 @@ def write(seat: Seat, audit: AuditEvent, *, commit: bool = False) -> None:
             cursors[1].execute(_AUDIT_INSERT, _values(audit), prepare=True)
             if commit:
                 cursors[1].execute("COMMIT")
-        check_seat_written(cursors[0].rowcount)
-    written(seat, audit)
-
-
-def write_statements(seat: Seat, audit: AuditEvent) -> list[Statement]:
-    """``write``'s two statements for the realtime service's own connection (``signaling.pg_loop``);
-    pass the seat's row count to ``check_seat_written``, then call ``written``."""
-    if seat._state.adding:
-        first = Statement("telehealth_join_seat_insert", *numbered(_SEAT_INSERT, _values(seat)))
-    else:
-        first = Statement("telehealth_join_seat_update", *numbered(_SEAT_UPDATE, _values(seat)))
-    return [first, Statement("telehealth_join_audit", *numbered(_AUDIT_INSERT, _values(audit)))]
-
-
-def check_seat_written(rowcount: int) -> None:
-    if rowcount != 1:
-        raise RuntimeError("the seat to write is gone (its session row lock should have kept it)")
-
-
-def written(*instances) -> None:
-    """The instances are saved now (as ``Model.save`` leaves them)."""
-    for instance in instances:
+        if not adding and cursors[0].rowcount != 1:
+            raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
+    for instance in (seat, audit):
         instance._state.adding = False
         instance._state.db = connection.alias

@@ -516,8 +516,8 @@ def _join(session_id, user: User, now: datetime, *, own_transaction: bool = Fals
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
-    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql); the
-    # realtime service sends the same statements from its event loop (signaling.join_loop).
+    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql). What is
+    # decided from them (plan_join) touches no database, whichever way they were read.
     if pg.available():
         found = join_sql.read(session_id, user, begin=own_transaction)
         if found is None:
