@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -39,7 +38,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.sessions import login_problem, login_problems
 from rooms import join_sql, pg, services
-from rooms.access import Admission, Code, EntryFacts, decide_entry
+from rooms.access import Admission, Code, decide_entry
 from rooms.models import (
     AdmissionPolicy,
     AuditAction,
@@ -516,43 +515,16 @@ def _join(session_id, user: User, now: datetime, *, own_transaction: bool = Fals
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
-    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql). What is
-    # decided from them (plan_join) touches no database, whichever way they were read.
+    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
+    found = None
     if pg.available():
         found = join_sql.read(session_id, user, begin=own_transaction)
         if found is None:
             raise LiveError(SESSION_NOT_FOUND)
-        plan = plan_join(found.session, found.seats, found.entry_facts, user, now)
-        join_sql.write(plan.seat, plan.audit, commit=own_transaction)  # both (and the COMMIT) in one round trip
-        return plan.result
-    session = _lock_session(session_id)
-    seats = list(Seat.objects.select_related("user").filter(session=session))
-
-    def facts_of(*, participants_present: int) -> EntryFacts:
-        return services.entry_facts(user, session, participants_present=participants_present)
-
-    plan = plan_join(session, seats, facts_of, user, now)
-    plan.seat.save()
-    plan.audit.save()
-    return plan.result
-
-
-@dataclass(frozen=True)
-class JoinPlan:
-    """What a join writes (the seat, inserted or updated, and its audit row) and answers."""
-
-    seat: Seat
-    audit: AuditEvent
-    result: JoinResult
-
-
-def plan_join(
-    session: Session, seats: list[Seat], facts_of: Callable[..., EntryFacts], user: User, now: datetime
-) -> JoinPlan:
-    """Decide entry from what was read (the locked session, all its seats with their users, and
-    ``facts_of(participants_present=N)``, this person's entry facts) and change the seats to match,
-    without touching the database: the caller writes ``seat`` and ``audit`` in the same transaction.
-    Raises ``LiveError`` with the access code when entry is refused."""
+        session, seats = found.session, found.seats
+    else:
+        session = _lock_session(session_id)
+        seats = list(Seat.objects.select_related("user").filter(session=session))
     seat = next((s for s in seats if s.user_id == user.pk), None)
     holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
     present = sum(
@@ -562,7 +534,10 @@ def plan_join(
         and s.capacity == SeatCapacity.PARTICIPANT
         and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
-    facts = facts_of(participants_present=present)
+    if found is not None:
+        facts = found.entry_facts(participants_present=present)
+    else:
+        facts = services.entry_facts(user, session, participants_present=present)
     if holds_place:
         facts = replace(facts, locked=False)  # a reconnect or a second tab keeps its place
     decision = decide_entry(facts, now)
@@ -601,6 +576,11 @@ def plan_join(
     else:
         admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
         audit = AuditEvent(action=AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
+    if found is not None:
+        join_sql.write(seat, audit, commit=own_transaction)  # both (and the COMMIT) in one round trip
+    else:
+        seat.save()
+        audit.save()
 
     me = member_view(seat)
     entered = seat.state == SeatState.ADMITTED and before != SeatState.ADMITTED
@@ -612,7 +592,7 @@ def plan_join(
         changes.waiting_list = _waiting_list_of(_waiting_in_order(seats))
 
     admitted = seat.state == SeatState.ADMITTED
-    result = JoinResult(
+    return JoinResult(
         member=me,
         capacity=capacity,
         state=seat.state,
@@ -624,7 +604,6 @@ def plan_join(
         waiting_list=_waiting_list_of(_waiting_in_order(seats)) if admitted and seat.is_moderator else None,
         changes=changes,
     )
-    return JoinPlan(seat=seat, audit=audit, result=result)
 
 
 def refuse_handshake(session_id, user_id, code: str) -> None:
