@@ -89,7 +89,6 @@ export class SfuTransport {
   /** Enter (or re-enter after a reconnect): publish, and subscribe to everyone who publishes. */
   start() {
     this.closeAll();
-    this.subRequest = null;
     this.publish().catch((error) => console.warn("publish failed", error));
     this.subRequest = this.hooks.send("sfu.subscribe", { feeds: null });
   }
