@@ -4,8 +4,9 @@ A join reads the session (locked), its seats with their people, and this person'
 (enrollments, roster entry, removal, therapist assignments). Through the ORM that was six
 statements, each compiled again on every join and sent on its own; in a join storm, compiling and
 binding them was most of the server's CPU (py-spy, docs/performance.md). Here the statements are
-written once from the models' metadata, prepared once per connection, and sent together (psycopg's
-pipeline mode); the rows become model instances directly. What is decided from them is unchanged:
+written once from the models' metadata, prepared once per connection, and sent together
+(``rooms.pg.run``: libpq's pipeline mode, below psycopg's cursors); the rows become model instances
+directly. What is decided from them is unchanged:
 ``rooms.services.build_entry_facts`` and ``rooms.live._join`` as before.
 
 The lock comes first in the pipeline, so the other reads see everything committed before it was
@@ -24,7 +25,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import psycopg
 from django.db import connection
 
 from accounts.models import Role, User
@@ -76,6 +76,9 @@ _FACTS_AND_SEATS_SQL = f"""
         ON seat.{pg.column(Seat, "session")} = %(session)s
 """
 _FACTS = 4
+_SESSION, _FACTS_AND_SEATS, _ENROLLMENTS = (
+    pg.Statement(sql) for sql in (_SESSION_SQL, _FACTS_AND_SEATS_SQL, _ENROLLMENTS_SQL)
+)
 
 _SESSION_FIELDS, _ROOM_FIELDS, _PROGRAM_FIELDS = pg.attnames(Session), pg.attnames(Room), pg.attnames(Program)
 _SEAT_FIELDS, _USER_FIELDS, _ENROLLMENT_FIELDS = pg.attnames(Seat), pg.attnames(User), pg.attnames(Enrollment)
@@ -100,18 +103,12 @@ def read(session_id, user: User, *, begin: bool = False) -> JoinReads | None:
         session_id = uuid.UUID(str(session_id))
     except ValueError:
         return None
-    raw = pg.raw_connection()
     params = {"session": session_id, "user": user.pk}
-    with connection.wrap_database_errors:
-        cursors = [psycopg.Cursor(raw) for _ in range(3)]
-        with raw.pipeline():
-            if begin:
-                cursors[0].execute("BEGIN")
-            for cursor, sql in zip(cursors, (_SESSION_SQL, _FACTS_AND_SEATS_SQL, _ENROLLMENTS_SQL), strict=True):
-                cursor.execute(sql, params, prepare=True)
-        session_row = cursors[0].fetchone()
-        rows = cursors[1].fetchall()
-        enrollment_rows = cursors[2].fetchall()
+    session_answer, seats_answer, enrollments_answer = pg.run(
+        [(_SESSION, params), (_FACTS_AND_SEATS, params), (_ENROLLMENTS, params)], begin=begin
+    )
+    rows, enrollment_rows = seats_answer.rows, enrollments_answer.rows
+    session_row = session_answer.rows[0] if session_answer.rows else None
     on_roster, removed, room_therapist, track_therapist = rows[0][:_FACTS]
     if session_row is None:
         return None
@@ -151,7 +148,9 @@ def _update_sql(model) -> str:
     return f'UPDATE {pg.table(model)} SET {assignments} WHERE "{model._meta.pk.column}" = %({model._meta.pk.attname})s'
 
 
-_SEAT_INSERT, _SEAT_UPDATE, _AUDIT_INSERT = _insert_sql(Seat), _update_sql(Seat), _insert_sql(AuditEvent)
+_SEAT_INSERT = pg.Statement(_insert_sql(Seat))
+_SEAT_UPDATE = pg.Statement(_update_sql(Seat))
+_AUDIT_INSERT = pg.Statement(_insert_sql(AuditEvent))
 
 
 def _values(instance) -> dict:
@@ -165,17 +164,12 @@ def _values(instance) -> dict:
 def write(seat: Seat, audit: AuditEvent, *, commit: bool = False) -> None:
     """Save the seat (insert when new, else update every field) and add the audit row, together;
     with ``commit``, the transaction ``read(begin=True)`` opened ends in the same round trip."""
-    raw = pg.raw_connection()
     adding = seat._state.adding
-    with connection.wrap_database_errors:
-        cursors = [psycopg.Cursor(raw), psycopg.Cursor(raw)]
-        with raw.pipeline():
-            cursors[0].execute(_SEAT_INSERT if adding else _SEAT_UPDATE, _values(seat), prepare=True)
-            cursors[1].execute(_AUDIT_INSERT, _values(audit), prepare=True)
-            if commit:
-                cursors[1].execute("COMMIT")
-        if not adding and cursors[0].rowcount != 1:
-            raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
+    seat_written, _ = pg.run(
+        [(_SEAT_INSERT if adding else _SEAT_UPDATE, _values(seat)), (_AUDIT_INSERT, _values(audit))], commit=commit
+    )
+    if not adding and seat_written.rowcount != 1:
+        raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
     for instance in (seat, audit):
         instance._state.adding = False
         instance._state.db = connection.alias

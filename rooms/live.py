@@ -29,7 +29,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -1227,7 +1226,7 @@ def _chat_page(session: Session, seat: Seat, after_seq: int, limit: int = CHAT_P
 # sessions' row locks in id order, then stores each message with every check and moves the session's
 # counter only if it stored it. One statement, prepared once per connection: one round trip and one
 # result for the whole batch, where the ORM path takes six per message. Its parameters are text
-# (arrays as PostgreSQL's literals), built once here and sent as they are: by psycopg below, and by
+# (arrays as PostgreSQL's literals), built once here and sent as they are: by rooms.pg.run below, and by
 # the realtime service's own connection on its event loop (signaling.pg_loop, signaling.chat_writer).
 CHAT_STORE_NAME = "rooms_store_chats"
 CHAT_STORE_SQL = (
@@ -1235,6 +1234,7 @@ CHAT_STORE_SQL = (
     "$1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::text[], $6::text[], $7::boolean[], "
     "$8::timestamptz, $9, $10, $11, $12, $13)"
 )
+CHAT_STORE = pg.Statement(CHAT_STORE_SQL)
 
 
 def _array_literal(items) -> str:
@@ -1319,12 +1319,10 @@ def _store_in_one_pass(requests: list[ChatRequest], now: datetime) -> list[ChatV
     call = chat_store_call(requests, now) if connection.vendor == "postgresql" else None
     if call is None:
         return [None] * len(requests)
-    # psycopg's own cursor (server-side binding, prepared): Django's binds client-side and never
-    # prepares. Errors still become Django's (IntegrityError, OperationalError ...).
-    with connection.wrap_database_errors:
-        cursor = psycopg.RawCursor(pg.raw_connection())
-        cursor.execute(CHAT_STORE_SQL, call.parameters, prepare=True)
-        return call.views(cursor.fetchall())
+    # Prepared and bound server-side (rooms.pg.run): Django's cursors bind client-side and never
+    # prepare. Errors still become Django's (IntegrityError, OperationalError ...).
+    (stored,) = pg.run([(CHAT_STORE, call.parameters)])
+    return call.views(stored.rows)
 
 
 def post_chats(requests: list[ChatRequest], *, now: datetime | None = None) -> list[ChatPosted | LiveError]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import psycopg
 from channels.auth import AuthMiddleware
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
@@ -26,7 +25,6 @@ from django.contrib import auth
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session as StoredSession
-from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -44,6 +42,7 @@ _SESSION_SQL = (
 )
 _USER_SQL = f'SELECT {pg.columns(User, "u")} FROM {pg.table(User)} u WHERE u."{User._meta.pk.column}" = %(pk)s'
 _USER_FIELDS = pg.attnames(User)
+_SESSION, _USER = pg.Statement(_SESSION_SQL), pg.Statement(_USER_SQL)
 
 _ASK_DJANGO = object()  # the fast path's "not the common case": auth.get_user decides
 
@@ -66,27 +65,25 @@ def _common_login(session):
     key = getattr(session, "session_key", None)
     if not key:
         return AnonymousUser()
-    raw = pg.raw_connection()
-    with connection.wrap_database_errors:
-        row = psycopg.Cursor(raw).execute(_SESSION_SQL, {"key": key, "now": timezone.now()}, prepare=True).fetchone()
-        if row is None:
-            return AnonymousUser()  # no such session, or expired: Django's load finds nothing either
-        # The engine's own decoding ({} for a bad signature, as in load()), kept for the periodic
-        # check of this login (accounts.sessions.login_problems), which then need not decode it again.
-        data = sessions.decoded(session, key, row[0])
-        try:
-            user_id = User._meta.pk.to_python(data[auth.SESSION_KEY])
-            backend = data[auth.BACKEND_SESSION_KEY]
-        except KeyError:
-            return AnonymousUser()
-        except Exception:
-            return _ASK_DJANGO  # a value Django would refuse its own way
-        if backend != MODEL_BACKEND:
-            return _ASK_DJANGO
-        row = psycopg.Cursor(raw).execute(_USER_SQL, {"pk": user_id}, prepare=True).fetchone()
-    if row is None:
+    (found,) = pg.run([(_SESSION, {"key": key, "now": timezone.now()})])
+    if not found.rows:
+        return AnonymousUser()  # no such session, or expired: Django's load finds nothing either
+    # The engine's own decoding ({} for a bad signature, as in load()), kept for the periodic
+    # check of this login (accounts.sessions.login_problems), which then need not decode it again.
+    data = sessions.decoded(session, key, found.rows[0][0])
+    try:
+        user_id = User._meta.pk.to_python(data[auth.SESSION_KEY])
+        backend = data[auth.BACKEND_SESSION_KEY]
+    except KeyError:
         return AnonymousUser()
-    user = pg.instance(User, _USER_FIELDS, row)
+    except Exception:
+        return _ASK_DJANGO  # a value Django would refuse its own way
+    if backend != MODEL_BACKEND:
+        return _ASK_DJANGO
+    (found,) = pg.run([(_USER, {"pk": user_id})])
+    if not found.rows:
+        return AnonymousUser()
+    user = pg.instance(User, _USER_FIELDS, found.rows[0])
     if not ModelBackend().user_can_authenticate(user):
         return AnonymousUser()
     session_hash = data.get(auth.HASH_SESSION_KEY)

@@ -29,6 +29,7 @@ import psycopg
 from django.db import connection
 from psycopg import pq
 
+from rooms.pg import error_of
 from signaling.publisher import settle
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,6 @@ def _raise_as_django(exc: psycopg.Error) -> None:
     """Raise ``exc`` as the Django exception Django's own connection would raise for it."""
     with connection.wrap_database_errors:
         raise exc
-
-
-def _error_of(result: pq.PGresult) -> psycopg.Error:
-    state = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
-    cls = psycopg.errors.lookup(state) if state else psycopg.DatabaseError
-    return cls(result.get_error_message() or "database error")
 
 
 class LoopConnection:
@@ -148,7 +143,7 @@ class LoopConnection:
             pgconn.send_prepare(name, sql.encode())
             for result in await self._results(pgconn):
                 if result.status != pq.ExecStatus.COMMAND_OK:
-                    raise _error_of(result)
+                    raise error_of(result)
             self.prepared.add(name)
         pgconn.send_query_prepared(name, [p.encode() for p in parameters])
         rows: list[tuple[str | None, ...]] = []
@@ -160,7 +155,7 @@ class LoopConnection:
                     values = (result.get_value(row, col) for col in range(width))
                     rows.append(tuple(None if v is None else v.decode() for v in values))
             elif result.status != pq.ExecStatus.COMMAND_OK and error is None:
-                error = _error_of(result)
+                error = error_of(result)
         if error is not None:
             raise error
         return rows

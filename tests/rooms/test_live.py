@@ -395,7 +395,7 @@ def test_survey_query_count_does_not_grow_with_connections(clinic, django_assert
     assert few.due == [False] and many.due == [False] * 5
 
 
-def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycopg_executes):
+def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, round_trips):
     # The lock, the seats (this person's, those present, the room and the waiting list all come from
     # one list), the enrollment and removal facts, the seat write and the audit row: six statements
     # in a room of three as in a room of one (nine before; a join storm's cost is mostly these). On
@@ -404,18 +404,19 @@ def test_a_join_reads_the_sessions_seats_once_however_many_are_in(clinic, psycop
     join(clinic, clinic.lead)
     join(clinic, clinic.sam)
     join(clinic, clinic.kim)
-    psycopg_executes.clear()
+    round_trips.clear()
 
     with CaptureQueriesContext(connection) as joining:
         pat, result = join(clinic, clinic.pat)
 
     statements = [q["sql"] for q in joining.captured_queries if "SAVEPOINT" not in q["sql"]]
     if connection.vendor == "postgresql":
-        assert [pipelined for _, pipelined in psycopg_executes] == [True] * 5
-        assert sum(sql.startswith("SELECT f.*, seat.") for sql, _ in psycopg_executes) == 1
+        reads, writes = round_trips
+        assert [sql.split()[0] for sql in reads] == ["SELECT"] * 3
+        assert sum(sql.startswith("SELECT f.*, seat.") for sql in reads) == 1
         # The seat and the audit row: written together, in a second round trip, nothing through the ORM.
         assert statements == []
-        assert [sql.split()[0] for sql, _ in psycopg_executes[3:]] == ["INSERT", "INSERT"]
+        assert [sql.split()[0] for sql in writes] == ["INSERT", "INSERT"]
     else:
         assert len(statements) == 6, statements
         assert sum('FROM "rooms_seat"' in sql for sql in statements) == 1
@@ -487,20 +488,19 @@ def committed_clinic(transactional_db) -> LiveClinic:
 
 
 def test_a_join_outside_a_transaction_opens_and_commits_its_own_in_its_round_trips(
-    committed_clinic, require_postgres, psycopg_executes
+    committed_clinic, require_postgres, round_trips
 ):
     # No atomic block around it (the consumer's case): BEGIN goes with the reads, COMMIT with the
     # writes: two round trips and no third for the commit.
     clinic = committed_clinic
     join(clinic, clinic.lead)
-    psycopg_executes.clear()
+    round_trips.clear()
 
     with CaptureQueriesContext(connection) as orm:
         join(clinic, clinic.pat)
 
-    sent = [sql.split()[0] for sql, _ in psycopg_executes]
-    assert sent == ["BEGIN", "SELECT", "SELECT", "SELECT", "INSERT", "INSERT", "COMMIT"]
-    assert all(pipelined for _, pipelined in psycopg_executes)
+    sent = [[sql.split()[0] for sql in trip] for trip in round_trips]
+    assert sent == [["BEGIN", "SELECT", "SELECT", "SELECT"], ["INSERT", "INSERT", "COMMIT"]]
     assert orm.captured_queries == []  # nothing through Django (no atomic block, no separate COMMIT)
     assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
     assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
@@ -765,28 +765,26 @@ def test_post_chat_numbers_messages_and_resend_is_idempotent(clinic):
 
 
 @pytest.fixture
-def psycopg_executes(monkeypatch):
-    """Every statement sent through psycopg's own cursors (not Django's), and whether it was pipelined."""
-    import psycopg
-    from psycopg import pq
+def round_trips(monkeypatch):
+    """What went to PostgreSQL below Django's cursors (``rooms.pg.run``): one list per round trip, of
+    each statement's first 40 characters, BEGIN and COMMIT included."""
+    from rooms import pg
 
-    sent: list[tuple[str, bool]] = []
-    original = psycopg.Cursor.execute
+    sent: list[list[str]] = []
+    original = pg.run
 
-    def spy(cursor, query, *args, **kwargs):
-        if type(cursor) not in (psycopg.Cursor, psycopg.RawCursor):  # Django's own (client-side binding) cursors
-            return original(cursor, query, *args, **kwargs)
-        pipelined = cursor.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
-        sent.append((" ".join(str(query).split())[:40], pipelined))
-        return original(cursor, query, *args, **kwargs)
+    def spy(calls, *, begin=False, commit=False):
+        trip = [" ".join(statement.sql.split())[:40] for statement, _ in calls]
+        sent.append(["BEGIN"] * begin + trip + ["COMMIT"] * commit)
+        return original(calls, begin=begin, commit=commit)
 
-    monkeypatch.setattr(psycopg.Cursor, "execute", spy)
+    monkeypatch.setattr(pg, "run", spy)
     return sent
 
 
-def test_post_chat_on_postgresql_is_one_statement_and_keeps_every_check(clinic, require_postgres, psycopg_executes):
+def test_post_chat_on_postgresql_is_one_statement_and_keeps_every_check(clinic, require_postgres, round_trips):
     pat, joined = join(clinic, clinic.pat)
-    psycopg_executes.clear()  # the join's own reads
+    round_trips.clear()  # the join's own reads
 
     with CaptureQueriesContext(connection) as queries:
         room = live.post_chat(pat, "c-1", "hello", now=NOW)
@@ -795,7 +793,7 @@ def test_post_chat_on_postgresql_is_one_statement_and_keeps_every_check(clinic, 
     # Per message: one call of rooms_store_chats (the lock and the checked insert); nothing through
     # the ORM (the savepoints are the test's own transaction).
     assert [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]] == []
-    assert [query.split("(")[0] for query, _ in psycopg_executes] == ["SELECT batch_index, stored_seq, sender_m"] * 2
+    assert round_trips == [["SELECT batch_index, stored_seq, sender_m"]] * 2
     with connection.cursor() as cursor:  # planned once per connection, not per message
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%rooms_store_chats(%%'")
         assert cursor.fetchone() == (1,)
@@ -808,13 +806,13 @@ def test_post_chat_on_postgresql_is_one_statement_and_keeps_every_check(clinic, 
     assert list(stored) == [(1, me, None), (2, me, me)]
 
 
-def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(clinic, psycopg_executes):
+def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(clinic, round_trips):
     lead, lead_join = join(clinic, clinic.lead)
     old_tab, _ = join(clinic, clinic.pat)
     pat, pat_join = join(clinic, clinic.pat)
     sam, _ = join(clinic, clinic.sam)
     earlier = live.post_chat(sam, "s-0", "earlier", now=NOW)
-    psycopg_executes.clear()
+    round_trips.clear()
 
     results = live.post_chats(
         [
@@ -857,7 +855,7 @@ def test_post_chats_stores_a_batch_in_order_and_answers_each_refusal_and_resend(
     if connection.vendor == "postgresql":
         # The five candidates (not the private reply, not the empty one) went in one statement; the
         # refused and the resent one were answered by the ORM path, not tried again.
-        assert [query for query, _ in psycopg_executes] == ["SELECT batch_index, stored_seq, sender_m"]
+        assert round_trips == [["SELECT batch_index, stored_seq, sender_m"]]
 
 
 @pytest.mark.django_db(transaction=True)
