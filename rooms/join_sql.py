@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from accounts.models import Role, User
 from rooms import pg
@@ -155,8 +155,9 @@ _AUDIT_INSERT = pg.Statement(_insert_sql(AuditEvent))
 
 def _values(instance) -> dict:
     """Every concrete field as ``Model.save`` would send it."""
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: each use of the proxy looks it up again
     return {
-        f.attname: f.get_db_prep_save(f.pre_save(instance, instance._state.adding), connection)
+        f.attname: f.get_db_prep_save(f.pre_save(instance, instance._state.adding), db)
         for f in type(instance)._meta.concrete_fields
     }
 
@@ -172,4 +173,4 @@ def write(seat: Seat, audit: AuditEvent, *, commit: bool = False) -> None:
         raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
     for instance in (seat, audit):
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = DEFAULT_DB_ALIAS

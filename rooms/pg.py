@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Model, signals
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
@@ -103,12 +103,12 @@ def instance(model: type[Model], fields: list[str], values):
     model where that is the same thing (every field a plain attribute, nobody listening to those
     signals: ``_plain``), the dictionary is filled directly; any other model goes through ``from_db``."""
     if len(values) != len(fields) or not _plain(model):
-        return model.from_db(connection.alias, fields, values)
+        return model.from_db(DEFAULT_DB_ALIAS, fields, values)
     obj = model.__new__(model)
     obj.__dict__.update(zip(fields, values, strict=True))
     state = obj._state = ModelState()
     state.adding = False
-    state.db = connection.alias
+    state.db = DEFAULT_DB_ALIAS
     return obj
 
 
