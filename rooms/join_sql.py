@@ -96,27 +96,60 @@ class JoinReads:
 
 
 def read(session_id, user: User, *, begin: bool = False) -> JoinReads | None:
-    """The locked session, its seats and this person's entry-fact rows; None when the session does
-    not exist (or the id is not one). Call inside the join's transaction, or with ``begin`` to open
-    one in the same round trip (``write(commit=True)`` ends it, ``pg.rollback_open_transaction`` abandons it)."""
-    try:
-        session_id = uuid.UUID(str(session_id))
-    except ValueError:
-        return None
-    params = {"session": session_id, "user": user.pk}
-    session_answer, seats_answer, enrollments_answer = pg.run(
-        [(_SESSION, params), (_FACTS_AND_SEATS, params), (_ENROLLMENTS, params)], begin=begin
-    )
-    rows, enrollment_rows = seats_answer.rows, enrollments_answer.rows
-    session_row = session_answer.rows[0] if session_answer.rows else None
-    on_roster, removed, room_therapist, track_therapist = rows[0][:_FACTS]
-    if session_row is None:
-        return None
+    """``read_many`` for one join."""
+    return read_many([(session_id, user)], begin=begin)[0]
+
+
+def read_many(joins: list[tuple[object, User]], *, begin: bool = False) -> list[JoinReads | None]:
+    """For each (session id, person): the locked session, its seats and the person's entry-fact rows;
+    None where the session does not exist (or the id is not one). All in one round trip: every
+    session's lock first, in id order (as every other lock taker here and the chat store take them,
+    so two processes' batches cannot deadlock), then each join's reads. Joins of one session share
+    its ``session`` and ``seats`` objects: deciding them in order on that one list, each sees the ones
+    before it. Call inside the joins' transaction, or with ``begin`` to open one in the same round
+    trip (``write_many(commit=True)`` ends it, ``pg.rollback_open_transaction`` abandons it)."""
+    ids: list[uuid.UUID | None] = []
+    for session_id, _ in joins:
+        try:
+            ids.append(uuid.UUID(str(session_id)))
+        except ValueError:
+            ids.append(None)
+    sessions = sorted({i for i in ids if i is not None})
+    calls: list[pg.Call] = [(_SESSION, {"session": i}) for i in sessions]
+    asked = [(i, user) for i, (_, user) in zip(ids, joins, strict=True) if i is not None]
+    for session_id, user in asked:
+        params = {"session": session_id, "user": user.pk}
+        calls += [(_FACTS_AND_SEATS, params), (_ENROLLMENTS, params)]
+    answers = pg.run(calls, begin=begin) if calls else []
+    found_sessions = {i: _session_of(a.rows[0]) for i, a in zip(sessions, answers, strict=False) if a.rows}
+    seats_of: dict[uuid.UUID, list[Seat]] = {}
+    per_join = iter(answers[len(sessions) :])
+    reads: list[JoinReads | None] = []
+    for session_id, (_, user) in zip(ids, joins, strict=True):
+        if session_id is None:
+            reads.append(None)
+            continue
+        rows, enrollment_rows = next(per_join).rows, next(per_join).rows
+        session = found_sessions.get(session_id)
+        if session is None:
+            reads.append(None)
+            continue
+        if session_id not in seats_of:
+            seats_of[session_id] = _seats_of(session, rows)
+        reads.append(JoinReads(user, session, seats_of[session_id], _facts_of(user, rows[0], enrollment_rows)))
+    return reads
+
+
+def _session_of(row) -> Session:
     n_session, n_room = len(_SESSION_FIELDS), len(_ROOM_FIELDS)
-    session = pg.instance(Session, _SESSION_FIELDS, session_row[:n_session])
-    room = pg.instance(Room, _ROOM_FIELDS, session_row[n_session : n_session + n_room])
-    room.program = pg.instance(Program, _PROGRAM_FIELDS, session_row[n_session + n_room :])
+    session = pg.instance(Session, _SESSION_FIELDS, row[:n_session])
+    room = pg.instance(Room, _ROOM_FIELDS, row[n_session : n_session + n_room])
+    room.program = pg.instance(Program, _PROGRAM_FIELDS, row[n_session + n_room :])
     session.room = room
+    return session
+
+
+def _seats_of(session: Session, rows) -> list[Seat]:
     seats = []
     n_seat = len(_SEAT_FIELDS)
     for row in rows:
@@ -126,14 +159,18 @@ def read(session_id, user: User, *, begin: bool = False) -> JoinReads | None:
         seat.user = pg.instance(User, _USER_FIELDS, row[_FACTS + n_seat :])
         seat.session = session
         seats.append(seat)
+    return seats
+
+
+def _facts_of(user: User, first_row, enrollment_rows) -> dict:
+    on_roster, removed, room_therapist, track_therapist = first_row[:_FACTS]
     participant = user.role == Role.PARTICIPANT
-    facts = {
+    return {
         "enrollments": [pg.instance(Enrollment, _ENROLLMENT_FIELDS, r) for r in enrollment_rows] if participant else [],
         "on_explicit_roster": participant and on_roster,
         "removed": removed,
         "is_session_therapist": user.role == Role.THERAPIST and (room_therapist or track_therapist),
     }
-    return JoinReads(user=user, session=session, seats=seats, facts=facts)
 
 
 def _insert_sql(model) -> str:
@@ -162,15 +199,33 @@ def _values(instance) -> dict:
     }
 
 
-def write(seat: Seat, audit: AuditEvent, *, commit: bool = False) -> None:
-    """Save the seat (insert when new, else update every field) and add the audit row, together;
-    with ``commit``, the transaction ``read(begin=True)`` opened ends in the same round trip."""
-    adding = seat._state.adding
-    seat_written, _ = pg.run(
-        [(_SEAT_INSERT if adding else _SEAT_UPDATE, _values(seat)), (_AUDIT_INSERT, _values(audit))], commit=commit
-    )
-    if not adding and seat_written.rowcount != 1:
-        raise RuntimeError("the seat to update is gone (its session row lock should have kept it)")
-    for instance in (seat, audit):
-        instance._state.adding = False
-        instance._state.db = DEFAULT_DB_ALIAS
+@dataclass
+class JoinWrite:
+    """A decided join's seat and audit row, as ``Model.save`` would send them at the moment of the
+    decision (a second join of the same person in one batch then updates the seat the first inserted)."""
+
+    seat: Seat
+    inserting: bool
+    seat_values: dict
+    audit: AuditEvent
+    audit_values: dict
+
+    @classmethod
+    def of(cls, seat: Seat, audit: AuditEvent) -> JoinWrite:
+        write = cls(seat, seat._state.adding, _values(seat), audit, _values(audit))
+        for instance in (seat, audit):
+            instance._state.adding = False
+            instance._state.db = DEFAULT_DB_ALIAS
+        return write
+
+
+def write_many(writes: list[JoinWrite], *, commit: bool = False) -> None:
+    """Every seat (inserted when new, else every field updated) and audit row, in order, in one round
+    trip; with ``commit``, the transaction ``read_many(begin=True)`` opened ends in it too."""
+    calls: list[pg.Call] = []
+    for w in writes:
+        calls += [(_SEAT_INSERT if w.inserting else _SEAT_UPDATE, w.seat_values), (_AUDIT_INSERT, w.audit_values)]
+    answers = pg.run(calls, commit=commit)
+    for w, seat_written in zip(writes, answers[::2], strict=True):
+        if not w.inserting and seat_written.rowcount != 1:
+            raise RuntimeError("a seat to update is gone (its session row lock should have kept it)")

@@ -37,7 +37,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.sessions import login_problem, login_problems
 from rooms import join_sql, pg, services
-from rooms.access import Admission, Code, decide_entry
+from rooms.access import Admission, Code, EntryFacts, decide_entry
 from rooms.models import (
     AdmissionPolicy,
     AuditAction,
@@ -494,49 +494,110 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
     hash is stored). A refusal raises ``LiveError`` with the access code and is
     audited as handshake_refused.
     """
+    (result,) = join_many([(session_id, user)], now=now)
+    if isinstance(result, LiveError):
+        raise result
+    return result
+
+
+def join_many(joins: list[tuple[object, User]], *, now: datetime | None = None) -> list[JoinResult | LiveError]:
+    """``join`` for each (session id, person), decided in order as if one after the other: a
+    ``JoinResult``, or the ``LiveError`` of a refusal (audited like ``join``'s).
+
+    On PostgreSQL all of them take two round trips (``rooms.join_sql``: the sessions' locks and every
+    join's reads, then every seat and audit row), in one transaction: the join's own (BEGIN with the
+    reads, COMMIT with the writes) or the caller's. If that fails outside a caller's transaction (a
+    database error: one join's data, a lost connection), each join is tried again on its own, so one
+    cannot fail the others. Elsewhere (SQLite) each join is its own transaction through the ORM."""
     now = _now(now)
-    try:
-        if pg.available() and not connection.in_atomic_block:
-            # Its own transaction, begun and committed in the round trips of its reads and writes.
-            try:
-                return _join(session_id, user, now, own_transaction=True)
-            except BaseException:
+    if pg.available():
+        own_transaction = not connection.in_atomic_block
+        try:
+            if own_transaction:
+                results = _join_batch(joins, now, own_transaction=True)
+            else:
+                with transaction.atomic():  # a savepoint: a failure leaves the caller's transaction usable
+                    results = _join_batch(joins, now, own_transaction=False)
+        except BaseException:
+            if own_transaction:
                 pg.rollback_open_transaction()
+            if len(joins) == 1 or not own_transaction:
                 raise
-        with transaction.atomic():
-            return _join(session_id, user, now)
+            results = [_join_alone(session_id, user, now) for session_id, user in joins]
+            return results  # each one audited its own refusal
+    else:
+        results = []
+        for session_id, user in joins:
+            try:
+                with transaction.atomic():
+                    results.append(_join_orm(session_id, user, now))
+            except LiveError as exc:
+                results.append(exc)
+    for (session_id, user), result in zip(joins, results, strict=True):
+        if isinstance(result, LiveError):
+            refuse_handshake(session_id, user.pk, result.code)
+    return results
+
+
+def _join_alone(session_id, user: User, now: datetime) -> JoinResult | LiveError:
+    try:
+        return join(session_id, user, now=now)
     except LiveError as exc:
-        refuse_handshake(session_id, user.pk, exc.code)
-        raise
+        return exc
 
 
-def _join(session_id, user: User, now: datetime, *, own_transaction: bool = False) -> JoinResult:
+def _join_batch(joins, now: datetime, *, own_transaction: bool) -> list[JoinResult | LiveError]:
+    reads = join_sql.read_many(joins, begin=own_transaction)
+    results: list[JoinResult | LiveError] = []
+    writes: list[join_sql.JoinWrite] = []
+    for (_, user), found in zip(joins, reads, strict=True):
+        if found is None:
+            results.append(LiveError(SESSION_NOT_FOUND))
+            continue
+        present = _participants_present(found.seats, user)
+        try:
+            result, seat, audit = _decide_join(
+                found.session, found.seats, user, found.entry_facts(participants_present=present), now
+            )
+        except LiveError as exc:
+            results.append(exc)
+            continue
+        writes.append(join_sql.JoinWrite.of(seat, audit))
+        results.append(result)
+    join_sql.write_many(writes, commit=own_transaction)
+    return results
+
+
+def _join_orm(session_id, user: User, now: datetime) -> JoinResult:
     # Every seat of the session in one query (a session has tens at most): this person's seat, the
     # participants present, and after the write the room and the waiting list, all from this list
     # (the session row lock keeps it current: every change to seats of this session takes it).
-    # On PostgreSQL these reads and the entry facts' go in one round trip (rooms.join_sql).
-    found = None
-    if pg.available():
-        found = join_sql.read(session_id, user, begin=own_transaction)
-        if found is None:
-            raise LiveError(SESSION_NOT_FOUND)
-        session, seats = found.session, found.seats
-    else:
-        session = _lock_session(session_id)
-        seats = list(Seat.objects.select_related("user").filter(session=session))
-    seat = next((s for s in seats if s.user_id == user.pk), None)
-    holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
-    present = sum(
+    session = _lock_session(session_id)
+    seats = list(Seat.objects.select_related("user").filter(session=session))
+    facts = services.entry_facts(user, session, participants_present=_participants_present(seats, user))
+    result, seat, audit = _decide_join(session, seats, user, facts, now)
+    seat.save()
+    audit.save()
+    return result
+
+
+def _participants_present(seats: list[Seat], user: User) -> int:
+    return sum(
         1
         for s in seats
         if s.user_id != user.pk
         and s.capacity == SeatCapacity.PARTICIPANT
         and s.state in {SeatState.WAITING, SeatState.ADMITTED}
     )
-    if found is not None:
-        facts = found.entry_facts(participants_present=present)
-    else:
-        facts = services.entry_facts(user, session, participants_present=present)
+
+
+def _decide_join(
+    session: Session, seats: list[Seat], user: User, facts: EntryFacts, now: datetime
+) -> tuple[JoinResult, Seat, AuditEvent]:
+    """The join of ``user`` decided on ``seats`` (every seat of the session, updated in place: a new
+    seat is appended): its result, and the seat and audit row to save. Raises the refusal."""
+    seat = next((s for s in seats if s.user_id == user.pk), None)
+    holds_place = seat is not None and seat.state in {SeatState.WAITING, SeatState.ADMITTED}
     if holds_place:
         facts = replace(facts, locked=False)  # a reconnect or a second tab keeps its place
     decision = decide_entry(facts, now)
@@ -575,11 +636,6 @@ def _join(session_id, user: User, now: datetime, *, own_transaction: bool = Fals
     else:
         admission = decision.admission.value if seat.state == SeatState.ADMITTED else Admission.KNOCK.value
         audit = AuditEvent(action=AuditAction.JOINED, session_id=session.pk, actor_id=user.pk, code=admission)
-    if found is not None:
-        join_sql.write(seat, audit, commit=own_transaction)  # both (and the COMMIT) in one round trip
-    else:
-        seat.save()
-        audit.save()
 
     me = member_view(seat)
     entered = seat.state == SeatState.ADMITTED and before != SeatState.ADMITTED
@@ -591,7 +647,7 @@ def _join(session_id, user: User, now: datetime, *, own_transaction: bool = Fals
         changes.waiting_list = _waiting_list_of(_waiting_in_order(seats))
 
     admitted = seat.state == SeatState.ADMITTED
-    return JoinResult(
+    result = JoinResult(
         member=me,
         capacity=capacity,
         state=seat.state,
@@ -603,6 +659,7 @@ def _join(session_id, user: User, now: datetime, *, own_transaction: bool = Fals
         waiting_list=_waiting_list_of(_waiting_in_order(seats)) if admitted and seat.is_moderator else None,
         changes=changes,
     )
+    return result, seat, audit
 
 
 def refuse_handshake(session_id, user_id, code: str) -> None:

@@ -42,6 +42,7 @@ from rooms import live
 from rooms.models import SeatCapacity, SeatState
 from signaling import db, fanout, frames, groups, wire
 from signaling import protocol as p
+from signaling.batches import Batches, per_loop
 from signaling.handlers import HANDLERS, WAITING_ROOM_TYPES, sfu
 from signaling.hub import get_hub
 from signaling.watch import WATCHER
@@ -103,6 +104,18 @@ class TokenBucket:
             self.tokens -= 1
             return 0.0
         return (1 - self.tokens) / self.rate
+
+
+# Most joins in one call: one transaction, holding its sessions' row locks until it commits.
+MAX_JOIN_BATCH = 32
+
+
+def joins() -> Batches:
+    """This event loop's joins, batched (``rooms.live.join_many`` in the database thread): in a burst
+    of handshakes, the joins that arrive while one call runs are decided together in the next."""
+    return per_loop(
+        "joins", lambda: Batches(lambda batch: db.run(live.join_many, batch), name="joins", max_batch=MAX_JOIN_BATCH)
+    )
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -298,7 +311,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._unavailable("channel layer unavailable")
             return
         try:
-            result = await db.run(live.join, self.session_id, user)
+            result = await joins().submit((self.session_id, user))
         except live.LiveError as exc:
             await self._leave_groups(sorted(self.in_groups))
             if exc.code == "room.locked":

@@ -25,7 +25,7 @@ async def _deliver_to_audience(conn: SessionConsumer, message: live.ChatView, fr
 
 
 async def send(conn: SessionConsumer, msg: ClientMessage) -> None:
-    posted = await chat_writer().post(
+    posted = await chat_writer().submit(
         live.ChatRequest(
             conn.actor, msg.id, msg.data.text, to_therapists=msg.data.to_therapists, thread=msg.data.thread
         )

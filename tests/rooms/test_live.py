@@ -14,6 +14,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from psycopg import errors as psycopg_errors
 from psycopg import pq
 
 from rooms import live
@@ -521,6 +522,73 @@ def test_a_refused_join_outside_a_transaction_leaves_nothing_open_and_is_audited
     assert len(refusals) == 1  # the one for this session (the unknown session's has no session)
     join(clinic, clinic.pat)  # the connection is usable
     assert seat_of(clinic, clinic.pat).state == SeatState.ADMITTED
+
+
+def _names(room: live.RoomView) -> list[str]:
+    return sorted(m.name for m in room.roster)  # (all admitted at the same NOW: the order is the tie's)
+
+
+def test_joins_together_are_decided_in_order_as_if_one_after_the_other(committed_clinic, round_trips):
+    clinic = committed_clinic
+    SessionRemoval.objects.create(session=clinic.session, user=clinic.kim, removed_by=clinic.lead)
+    here = clinic.session.pk
+    round_trips.clear()
+
+    lead, pat, kim, nowhere, pat_again, sam = live.join_many(
+        [(here, clinic.lead), (here, clinic.pat), (here, clinic.kim), (uuid.uuid4(), clinic.sam)]
+        + [(here, clinic.pat), (here, clinic.sam)],
+        now=NOW,
+    )
+
+    # Each saw the ones decided before it, and only those.
+    assert _names(lead.room) == ["Lee L."]
+    assert _names(pat.room) == ["Lee L.", "Pat P."]
+    assert _names(sam.room) == ["Lee L.", "Pat P.", "Sam S."]
+    assert (kim.code, nowhere.code) == ("session.removed", "session.not_found")
+    # The second tab of Pat took the seat the first one took in the same batch.
+    assert not pat.replaced and pat_again.replaced
+    assert (pat_again.member.member_id, pat_again.epoch) == (pat.member.member_id, pat.epoch + 1)
+    assert seat_of(clinic, clinic.pat).epoch == pat_again.epoch
+    assert Seat.objects.filter(session=clinic.session).count() == 3
+    joined = AuditAction.JOINED
+    assert audit_rows(clinic) == [
+        (joined, clinic.lead.pk, None, "direct"),
+        (joined, clinic.pat.pk, None, "auto"),
+        (AuditAction.RECONNECTED, clinic.pat.pk, None, "replaced"),
+        (joined, clinic.sam.pk, None, "auto"),
+        (AuditAction.HANDSHAKE_REFUSED, clinic.kim.pk, None, "session.removed"),
+    ]
+    if connection.vendor == "postgresql":
+        assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
+        # Two round trips for all six: the two sessions' locks (one does not exist) and every join's
+        # reads, then the writes.
+        reads, writes = [[sql.split()[0] for sql in trip] for trip in round_trips]
+        assert reads == ["BEGIN"] + ["SELECT"] * (2 + 2 * 6)
+        assert writes == ["INSERT"] * 4 + ["UPDATE", "INSERT", "INSERT", "INSERT", "COMMIT"]
+
+
+def test_a_batch_the_database_fails_is_joined_one_by_one(committed_clinic, require_postgres, monkeypatch):
+    from rooms import join_sql
+
+    clinic = committed_clinic
+    original = join_sql.write_many
+    failed = []
+
+    def fail_batches(writes, **kwargs):
+        if len(writes) > 1:  # e.g. one join's row that PostgreSQL refuses: every join of the call fails
+            failed.append(len(writes))
+            raise psycopg_errors.CheckViolation("new row violates check constraint")
+        return original(writes, **kwargs)
+
+    monkeypatch.setattr(join_sql, "write_many", fail_batches)
+    here = clinic.session.pk
+
+    lead, pat = live.join_many([(here, clinic.lead), (here, clinic.pat)], now=NOW)
+
+    assert failed == [2]
+    assert _names(pat.room) == ["Lee L.", "Pat P."]
+    assert {s.user_id for s in Seat.objects.filter(session=clinic.session)} == {clinic.lead.pk, clinic.pat.pk}
+    assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 # --- waiting room and admission --------------------------------------------------------------------

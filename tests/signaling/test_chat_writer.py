@@ -48,7 +48,7 @@ def store(monkeypatch):
 
 
 def post(client_id: str, text: str = "hello") -> asyncio.Task:
-    return asyncio.create_task(chat_writer.chat_writer().post(live.ChatRequest(ACTOR, client_id, text)))
+    return asyncio.create_task(chat_writer.chat_writer().submit(live.ChatRequest(ACTOR, client_id, text)))
 
 
 async def settle() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 
@@ -12,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from media.turn import turn_password
+from rooms import live as live_domain
 from rooms.models import AdmissionPolicy, AuditAction, SessionRemoval
 from tests.factories import make_live_clinic
 from tests.signaling.helpers import audit, frame, member, room, welcome
@@ -119,6 +122,35 @@ async def test_handshake_participant_welcome_shows_room_with_display_names(live,
         (live.session.pk, live.lead.pk, None, "direct"),
         (live.session.pk, live.pat.pk, None, "auto"),
     ]
+
+
+async def test_handshakes_at_once_are_joined_in_batches_and_each_is_welcomed_to_the_room_so_far(
+    live, sockets, monkeypatch
+):
+    # While one join call runs in the database thread, the joins that arrive wait and go together in
+    # the next (signaling.batches, rooms.live.join_many). The first call is held a moment so they do.
+    calls: list[int] = []
+    original = live_domain.join_many
+
+    def held_first(joins, **kwargs):
+        calls.append(len(joins))
+        if len(calls) == 1:
+            time.sleep(0.3)
+        return original(joins, **kwargs)
+
+    monkeypatch.setattr(live_domain, "join_many", held_first)
+    people = [live.lead, live.co, live.pat, live.sam, live.kim]
+
+    entered = await asyncio.gather(*(sockets.enter(person, live.session) for person in people))
+
+    assert sum(calls) == len(people) and len(calls) < len(people), calls
+    hellos = [hello for _, hello in entered]
+    assert all(h["state"] == "admitted" for h in hellos)
+    # Every welcome shows its own member, and the last one decided shows all five.
+    rosters = [{m["member"] for m in h["room"]["roster"]} for h in hellos]
+    assert all(h["member"] in roster for h, roster in zip(hellos, rosters, strict=True))
+    assert max(len(roster) for roster in rosters) == len(people)
+    assert sorted(row[1] for row in await audit(AuditAction.JOINED)) == sorted(person.pk for person in people)
 
 
 async def test_handshake_therapist_gets_waiting_list_after_welcome(live, sockets):
