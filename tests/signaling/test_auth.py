@@ -170,3 +170,27 @@ def test_the_handshakes_login_leaves_nothing_for_the_periodic_check_to_decode_or
     # The connection's first survey finds its session decoded and its hash computed already.
     assert sessions.login_problems([(pat.pk, key)]) == [None]
     assert work == []
+
+
+def test_logins_looked_up_together_answer_each_as_django_does_in_two_round_trips(pat, monkeypatch):
+    from rooms import pg
+
+    sam = User.objects.create_user(username="sam", password="pw-sam-123456", role=Role.PARTICIPANT)
+    current, other, expired, stale = _login(pat), _login(sam), _login(pat), _login(pat)
+    _expire(expired)
+    stores = [_store(current), _store(None), _store(other), _store(expired)]
+    trips = []
+    original = pg.run
+    monkeypatch.setattr(pg, "run", lambda calls, **kw: trips.append(len(calls)) or original(calls, **kw))
+
+    users = handshake_auth._users_of(stores)
+
+    assert [u.pk for u in users] == [pat.pk, None, sam.pk, None]
+    assert [u.is_authenticated for u in users] == [True, False, True, False]
+    if connection.vendor == "postgresql":
+        assert trips == [3, 2]  # every session row (three had a key), then every user row (two logins)
+    # One that only Django can decide (a hash from before a password change) among them: flushed by it.
+    _change_password(pat)
+    users = handshake_auth._users_of([_store(stale), _store(other)])
+    assert [u.is_authenticated for u in users] == [False, True]
+    assert not StoredSession.objects.filter(session_key=stale).exists()
