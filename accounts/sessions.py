@@ -97,31 +97,38 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     session's data is decoded again only when it changed; other engines are asked
     key by key.
     """
-    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
+    if settings.SESSION_ENGINE != DB_SESSIONS:
         return [login_problem(user_id, key) for user_id, key in logins]
     from django.contrib.sessions.models import Session as StoredSession
     from django.utils import timezone
 
-    now = clock()
     keys = {key for _, key in logins if key}
-    store = import_module(settings.SESSION_ENGINE).SessionStore()
-    rows = StoredSession.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
+    stored = StoredSession.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
         "session_key", "session_data"
     )
-    data_of = {key: decoded(store, key, stored) for key, stored in rows}
-    users = {
-        str(pk): (pk, password, active)
-        for pk, password, active in User.objects.filter(pk__in={user_id for user_id, _ in logins}).values_list(
-            "pk", "password", "is_active"
-        )
-    }
+    users = User.objects.filter(pk__in={user_id for user_id, _ in logins}).values_list("pk", "password", "is_active")
+    return judge_logins(logins, stored, users)
+
+
+DB_SESSIONS = "django.contrib.sessions.backends.db"
+
+
+def judge_logins(logins: list[tuple[object, str | None]], stored, users) -> list[str | None]:
+    """``login_problems``'s answers from the rows it reads (with the database session engine):
+    ``stored``, (session key, session data) of the pairs' sessions that have not expired; ``users``,
+    (pk, password hash, is active) of their users. For callers that read those rows their own way
+    (the realtime survey, in one round trip with its other reads)."""
+    now = clock()
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    data_of = {key: decoded(store, key, data) for key, data in stored}
+    accounts = {str(pk): (pk, password, active) for pk, password, active in users}
     answers: list[str | None] = []
     for user_id, key in logins:
         data = data_of.get(key) if key else None
         if data is None or str(data.get(SESSION_KEY, "")) != str(user_id):
             answers.append(LOGGED_OUT)
             continue
-        user = users.get(str(user_id))
+        user = accounts.get(str(user_id))
         if user is None or not user[2]:
             answers.append(INACTIVE)
             continue
