@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.sessions.models import Session as StoredSession
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -496,19 +496,22 @@ def join(session_id, user: User, *, now: datetime | None = None) -> JoinResult:
     audited as handshake_refused.
     """
     (result,) = join_many([(session_id, user)], now=now)
-    if isinstance(result, LiveError):
+    if isinstance(result, Exception):
         raise result
     return result
 
 
-def join_many(joins: list[tuple[object, User]], *, now: datetime | None = None) -> list[JoinResult | LiveError]:
+def join_many(
+    joins: list[tuple[object, User]], *, now: datetime | None = None
+) -> list[JoinResult | LiveError | DatabaseError]:
     """``join`` for each (session id, person), decided in order as if one after the other: a
-    ``JoinResult``, or the ``LiveError`` of a refusal (audited like ``join``'s).
+    ``JoinResult``, the ``LiveError`` of a refusal (audited like ``join``'s), or the ``DatabaseError``
+    that join met on its own.
 
     On PostgreSQL all of them take two round trips (``rooms.join_sql``: the sessions' locks and every
     join's reads, then every seat and audit row), in one transaction: the join's own (BEGIN with the
-    reads, COMMIT with the writes) or the caller's. If that fails outside a caller's transaction (a
-    database error: one join's data, a lost connection), each join is tried again on its own, so one
+    reads, COMMIT with the writes) or the caller's. If a database error fails that outside a caller's
+    transaction (one join's data, a lost connection), each join is tried again on its own, so one
     cannot fail the others. Elsewhere (SQLite) each join is its own transaction through the ORM."""
     now = _now(now)
     if pg.available():
@@ -519,20 +522,19 @@ def join_many(joins: list[tuple[object, User]], *, now: datetime | None = None) 
             else:
                 with transaction.atomic():  # a savepoint: a failure leaves the caller's transaction usable
                     results = _join_batch(joins, now, own_transaction=False)
-        except BaseException:
+        except BaseException as exc:
             if own_transaction:
                 pg.rollback_open_transaction()
-            if len(joins) == 1 or not own_transaction:
+            if len(joins) == 1 or not own_transaction or not isinstance(exc, DatabaseError):
                 raise
-            results = [_join_alone(session_id, user, now) for session_id, user in joins]
-            return results  # each one audited its own refusal
+            return [_join_alone(session_id, user, now) for session_id, user in joins]  # each audits its refusal
     else:
         results = []
         for session_id, user in joins:
             try:
                 with transaction.atomic():
                     results.append(_join_orm(session_id, user, now))
-            except LiveError as exc:
+            except (LiveError, DatabaseError) as exc:
                 results.append(exc)
     for (session_id, user), result in zip(joins, results, strict=True):
         if isinstance(result, LiveError):
@@ -540,10 +542,10 @@ def join_many(joins: list[tuple[object, User]], *, now: datetime | None = None) 
     return results
 
 
-def _join_alone(session_id, user: User, now: datetime) -> JoinResult | LiveError:
+def _join_alone(session_id, user: User, now: datetime) -> JoinResult | LiveError | DatabaseError:
     try:
         return join(session_id, user, now=now)
-    except LiveError as exc:
+    except (LiveError, DatabaseError) as exc:
         return exc
 
 

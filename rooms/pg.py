@@ -248,12 +248,16 @@ def _run(raw, calls, begin_command: bytes | None, commit: bool) -> list[Answer]:
         pgconn.pipeline_sync()
         results = _round_trip(pgconn)
     finally:
-        if pgconn.pipeline_status != pq.PipelineStatus.OFF and not pgconn.is_busy():
-            pgconn.exit_pipeline_mode()
         if pgconn.pipeline_status != pq.PipelineStatus.OFF:
-            # Interrupted with answers still due (the connection lost): nothing can follow them on
-            # it. Closed, the next call fails as on a lost connection and Django opens a new one.
-            raw.close()
+            try:
+                if pgconn.is_busy():
+                    raise psycopg.OperationalError("answers still due")
+                pgconn.exit_pipeline_mode()
+            except psycopg.Error:
+                # Interrupted with answers still due (the connection lost, a parameter that could
+                # not be sent): nothing can follow them on it. Closed, the next call fails as on a
+                # lost connection and Django opens a new one; the error that interrupted goes on.
+                raw.close()
     answers, error = [], None
     for what, result in zip(sent, results, strict=True):
         status = result.status

@@ -14,7 +14,6 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from psycopg import errors as psycopg_errors
 from psycopg import pq
 
 from rooms import live
@@ -573,27 +572,33 @@ def test_joins_together_are_decided_in_order_as_if_one_after_the_other(committed
 
 
 def test_a_batch_the_database_fails_is_joined_one_by_one(committed_clinic, require_postgres, monkeypatch):
+    from django.db import IntegrityError
+
     from rooms import join_sql
 
     clinic = committed_clinic
     original = join_sql.write_many
     failed = []
 
-    def fail_batches(writes, **kwargs):
-        if len(writes) > 1:  # e.g. one join's row that PostgreSQL refuses: every join of the call fails
+    def refuse_sams_row(writes, **kwargs):
+        # As PostgreSQL refusing one join's row: every join of the call fails with it.
+        if any(w.seat.user_id == clinic.sam.pk for w in writes):
             failed.append(len(writes))
-            raise psycopg_errors.CheckViolation("new row violates check constraint")
+            raise IntegrityError("new row violates check constraint")
         return original(writes, **kwargs)
 
-    monkeypatch.setattr(join_sql, "write_many", fail_batches)
+    monkeypatch.setattr(join_sql, "write_many", refuse_sams_row)
     here = clinic.session.pk
 
-    lead, pat = live.join_many([(here, clinic.lead), (here, clinic.pat)], now=NOW)
+    lead, sam, pat = live.join_many([(here, clinic.lead), (here, clinic.sam), (here, clinic.pat)], now=NOW)
 
-    assert failed == [2]
+    assert failed == [3, 1]  # the batch, then Sam's join alone
+    assert isinstance(sam, IntegrityError)  # only Sam's join answers the error
     assert _names(pat.room) == ["Lee L.", "Pat P."]
     assert {s.user_id for s in Seat.objects.filter(session=clinic.session)} == {clinic.lead.pk, clinic.pat.pk}
     assert connection.connection.info.transaction_status == pq.TransactionStatus.IDLE
+    with pytest.raises(IntegrityError):  # and one join alone raises it
+        live.join(here, clinic.sam, now=NOW)
 
 
 # --- waiting room and admission --------------------------------------------------------------------

@@ -236,6 +236,21 @@ def test_a_connection_lost_in_a_round_trip_fails_it_as_djangos_error_and_the_nex
     assert pg.run([(BACKEND_PID, {})])[0].rows[0][0] != pid
 
 
+@postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_parameter_that_cannot_be_sent_fails_its_call_and_leaves_no_half_sent_round_trip():
+    from django.db import ProgrammingError
+
+    _scratch()
+    with pytest.raises(ProgrammingError):  # the first statement was sent, the second cannot be
+        pg.run([(INSERT, {"k": 1, "v": "a"}), (INSERT, {"k": 2, "v": object()})])
+
+    connection.close_if_unusable_or_obsolete()
+    _scratch()  # (a new connection if that one was closed: its temporary table went with it)
+    assert pg.run([(COUNT, {})])[0].rows == [(0,)]
+    assert connection.connection.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+
+
 # --- instance: model instances from rows ----------------------------------------------------------
 
 
