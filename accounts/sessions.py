@@ -20,6 +20,8 @@ from accounts.models import User
 # The cache's clock (tests move it).
 clock = time.monotonic
 
+DB_SESSIONS = "django.contrib.sessions.backends.db"  # the engine whose rows can be read in bulk
+
 LOGGED_OUT = "auth.logged_out"
 INACTIVE = "auth.inactive"
 
@@ -108,9 +110,6 @@ def login_problems(logins: list[tuple[object, str | None]]) -> list[str | None]:
     )
     users = User.objects.filter(pk__in={user_id for user_id, _ in logins}).values_list("pk", "password", "is_active")
     return judge_logins(logins, stored, users)
-
-
-DB_SESSIONS = "django.contrib.sessions.backends.db"
 
 
 def judge_logins(logins: list[tuple[object, str | None]], stored, users) -> list[str | None]:

@@ -121,7 +121,8 @@ def read_many(joins: list[tuple[object, User]], *, begin: bool = False) -> list[
         params = {"session": session_id, "user": user.pk}
         calls += [(_FACTS_AND_SEATS, params), (_ENROLLMENTS, params)]
     answers = pg.run(calls, begin=begin) if calls else []
-    found_sessions = {i: _session_of(a.rows[0]) for i, a in zip(sessions, answers, strict=False) if a.rows}
+    locked = zip(sessions, answers[: len(sessions)], strict=True)
+    found_sessions = {i: _session_of(answer.rows[0]) for i, answer in locked if answer.rows}
     seats_of: dict[uuid.UUID, list[Seat]] = {}
     per_join = iter(answers[len(sessions) :])
     reads: list[JoinReads | None] = []

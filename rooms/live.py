@@ -906,12 +906,13 @@ def _survey_reads(session_ids: set, logins: list[tuple[object, str | None]]):
     On PostgreSQL with database sessions all four in one round trip of prepared statements (through
     the ORM they were four compiled queries and half of a round's CPU); elsewhere through the ORM."""
     if pg.available() and settings.SESSION_ENGINE == DB_SESSIONS:
+        ids = sorted(session_ids)
         keys = sorted({key for _, key in logins if key})
         users = sorted({uuid.UUID(str(user_id)) for user_id, _ in logins})
         sessions, seats, stored, accounts = pg.run(
             [
-                (_SURVEY_SESSIONS, {"sessions": sorted(session_ids)}),
-                (_SURVEY_SEATS, {"sessions": sorted(session_ids)}),
+                (_SURVEY_SESSIONS, {"sessions": ids}),
+                (_SURVEY_SEATS, {"sessions": ids}),
                 (_SURVEY_STORED_SESSIONS, {"keys": keys, "now": timezone.now()}),
                 (_SURVEY_USERS, {"users": users}),
             ]

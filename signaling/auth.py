@@ -33,11 +33,11 @@ from django.utils.crypto import constant_time_compare
 
 from accounts import sessions
 from accounts.models import User
+from accounts.sessions import DB_SESSIONS
 from rooms import pg
 from signaling import db
 from signaling.batches import Batches, per_loop
 
-DB_SESSIONS = "django.contrib.sessions.backends.db"
 MODEL_BACKEND = f"{ModelBackend.__module__}.{ModelBackend.__qualname__}"
 
 _SESSION_SQL = (

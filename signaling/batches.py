@@ -6,7 +6,8 @@ it must win back after each: per call, not per request. Under load that fixed co
 grow (chat at 240 messages a second, docs/performance.md), so requests are batched: the first goes
 at once; those that arrive while its call runs wait for the next call, which takes all of them (up
 to ``max_batch``). Under light load nothing waits; under heavy load batches grow instead of the
-queue. Used for chat messages (``signaling.chat_writer``) and joins (``rooms.live.join_many``).
+queue. Used for chat messages (``signaling.chat_writer``), the handshakes' logins
+(``signaling.auth.logins``) and joins (``signaling.consumers.joins``: ``rooms.live.join_many``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Awaitable, Callable
 
 from rooms import live
 
-# A call answers each request of its batch, in order: a result, or a LiveError (that request's refusal).
+# A call answers each request of its batch, in order: a result, a LiveError (that request's refusal),
+# or an exception that request met on its own; an exception the call raises reaches all of them.
 BatchCall = Callable[[list], Awaitable[list]]
 
 
