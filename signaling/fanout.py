@@ -18,6 +18,10 @@ already built and encoded (once, however many receive it), plus:
 - ``group``        the group it was sent to (``send`` adds it): each process's hub
                    (signaling.hub) hands it to its local members of that group
 
+The only other messages on a group are the hubs' own ``hub.hello`` and ``hub.ack``
+(signaling.hub: whether a group has listeners in other processes); no connection
+ever gets them.
+
 The layer is at-most-once: what must not be lost (chat, admissions) is in the
 database first, and clients resynchronise by sequence number.
 """
@@ -29,6 +33,7 @@ import uuid
 from rooms import live
 from signaling import frames, groups, publisher
 from signaling import protocol as p
+from signaling.hub import current_hub
 
 DELIVER = "deliver"
 ANY = "any"
@@ -68,15 +73,15 @@ def event(
 async def send(layer, group: str, message: dict) -> None:
     """Send a layer message to ``group``, naming the group (the receiving process's hub routes by it).
 
-    On the Pub/Sub layer over plain Redis the PUBLISH goes out without waiting for its reply
-    (``signaling.publisher``); the channel and the bytes are the layer's own."""
+    When no other process listens to the group, this process's hub hands it to its members without
+    Redis (``signaling.hub``, "groups of one process"). Otherwise, on the Pub/Sub layer over plain
+    Redis, the PUBLISH goes out without waiting for its reply (``signaling.publisher``); the channel
+    and the bytes are the layer's own."""
     message = {**message, "group": group}
-    plain = publisher.for_layer(layer)
-    if plain is None:
-        await layer.group_send(group, message)
+    hub = current_hub(layer)
+    if hub is not None and await hub.delivers_alone(group, message):
         return
-    redis_publisher, loop_layer = plain
-    await redis_publisher.publish(loop_layer._get_group_channel_name(group), layer.serialize(message))
+    await publisher.to_group(layer, group, message)
 
 
 async def publish(

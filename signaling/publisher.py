@@ -23,6 +23,7 @@ Redis answers commands on it in order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class _Connection(asyncio.Protocol):
         self.replies = 0
         self.first_reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._writable: asyncio.Future[None] | None = None
+        # Replies come in the order the commands went out: for each command sent, the future that
+        # wants its reply (``publish_counted``), or None for the many that nobody reads.
+        self._awaiting: collections.deque[asyncio.Future | None] = collections.deque()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -87,13 +91,23 @@ class _Connection(asyncio.Protocol):
             refused = line.startswith(b"-")
             if not self.first_reply.done():
                 self.first_reply.set_result(line[1:].decode(errors="replace") if refused else None)
+                continue  # AUTH's reply (or, without AUTH, the first command's: see send)
+            wanted = self._awaiting.popleft() if self._awaiting else None
             if refused:
                 log.warning("Redis refused a publish: %s", line[:200].decode(errors="replace"))
+                if wanted is not None:
+                    fail(wanted, ConnectionError(f"Redis refused a publish: {line[:200].decode(errors='replace')}"))
+            elif wanted is not None and not wanted.done():
+                wanted.set_result(int(line[1:]))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         fail(self.first_reply, ConnectionError("Redis closed the publishing connection"))
         self._wake(ConnectionError("Redis closed the publishing connection"))
+        while self._awaiting:
+            wanted = self._awaiting.popleft()
+            if wanted is not None:
+                fail(wanted, ConnectionError("Redis closed the publishing connection"))
 
     def pause_writing(self) -> None:  # Redis reads slower than we write: the next publish waits
         if self._writable is None:
@@ -106,9 +120,13 @@ class _Connection(asyncio.Protocol):
         waiter, self._writable = self._writable, None
         settle(waiter, exc)
 
-    async def send(self, command: bytes) -> None:
+    async def send(self, command: bytes, reply: asyncio.Future | None = None) -> None:
+        """Write ``command``; ``reply``, if given, gets its integer reply (or fails with the error)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ConnectionError("the publishing connection to Redis is closed")
+        if not self.first_reply.done():  # no AUTH: the first reply is this command's (see data_received)
+            self.first_reply.set_result(None)
+        self._awaiting.append(reply)
         self.transport.write(command)
         if self._writable is not None:
             await self._writable
@@ -172,6 +190,16 @@ class Publisher:
             connection = await self._connect()
         await connection.send(pack(b"PUBLISH", channel.encode(), payload))
 
+    async def publish_counted(self, channel: str, payload: bytes) -> int:
+        """PUBLISH and wait for Redis's answer: how many subscribers received it (``signaling.hub``
+        uses it to learn whether another process listens to a group)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        reply = asyncio.get_running_loop().create_future()
+        await connection.send(pack(b"PUBLISH", channel.encode(), payload), reply)
+        return await reply
+
     async def _connect(self) -> _Connection:
         async with self._connecting:
             if self._connection is None or self._connection.closed:  # else: connected while this one waited
@@ -208,3 +236,19 @@ def for_layer(layer) -> tuple[Publisher, object] | None:
     return per_loop_on_plain_redis(
         layer, "_telehealth_publishers", lambda url, loop_layer: (Publisher(url), loop_layer)
     )
+
+
+async def to_group(layer, group: str, message: dict, *, counted: bool = False) -> int | None:
+    """Send ``message`` (which names its group) to ``group``'s subscribers. On the Pub/Sub layer over
+    plain Redis the PUBLISH goes out without waiting for its reply, unless ``counted``: then it
+    returns how many subscribers received it. Any other layer: ``group_send`` (and None)."""
+    plain = for_layer(layer)
+    if plain is None:
+        await layer.group_send(group, message)
+        return None
+    redis_publisher, loop_layer = plain
+    channel, payload = loop_layer._get_group_channel_name(group), layer.serialize(message)
+    if counted:
+        return await redis_publisher.publish_counted(channel, payload)
+    await redis_publisher.publish(channel, payload)
+    return None

@@ -30,6 +30,9 @@ from signaling.publisher import Address, fail, pack, per_loop_on_plain_redis, se
 
 log = logging.getLogger(__name__)
 
+# How long a subscription may take to be confirmed before the join that needs it fails.
+CONFIRM_TIMEOUT = 5.0
+
 
 class ProtocolError(Exception):
     """Redis sent something this reader does not expect on a subscribed connection."""
@@ -105,9 +108,11 @@ class _Connection(asyncio.Protocol):
                 self.first_reply.set_result(str(reply) if isinstance(reply, ProtocolError) else None)
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 self.owner.arrived(reply[1], reply[2])
+            elif isinstance(reply, list) and len(reply) == 3 and reply[0] == b"subscribe":
+                self.owner.confirmed(reply[1])
             elif isinstance(reply, ProtocolError):
                 log.warning("Redis refused a subscription command: %s", reply)
-            # subscribe/unsubscribe confirmations and +OK need nothing
+            # unsubscribe confirmations and +OK need nothing
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -124,10 +129,16 @@ class Subscriptions:
         self.layer = layer  # deserializes
         self.loop_layer = loop_layer  # names the group channels
         self.wanted: set[bytes] = set()
+        # What the hub takes next, in order: payloads from Redis (bytes) and, for a group only this
+        # process listens to, messages handed over here without Redis (dicts; signaling.hub).
         self.arrivals: collections.deque = collections.deque()
         self._waiter: asyncio.Future | None = None
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
+        self._confirming: dict[bytes, collections.deque[asyncio.Future]] = {}
+        # Told when the subscribed connection is lost and when a new one has subscribed again
+        # (the hub: what it knew about the other processes' subscriptions no longer holds).
+        self.listener = None
 
     @classmethod
     def of(cls, layer) -> Subscriptions | None:
@@ -144,10 +155,31 @@ class Subscriptions:
         return "hub"  # one subscribed connection per process and loop: no channel of its own
 
     async def group_add(self, group: str, channel: str) -> None:
+        """Subscribe to ``group``; returns once Redis has confirmed it (from then on, everything
+        published to the group reaches this process), raises when the connection is lost first."""
+        await self.confirmation(await self.subscribe(group))
+
+    async def subscribe(self, group: str) -> tuple[bytes, asyncio.Future]:
+        """Send the SUBSCRIBE for ``group`` (connecting first if needed: raises when Redis is away)
+        and return its channel and the future of its confirmation, for ``confirmation``."""
         name = self._channel(group)
         self.wanted.add(name)
         connection = await self._connect()
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirming.setdefault(name, collections.deque()).append(confirmed)
         connection.transport.write(pack(b"SUBSCRIBE", name))
+        return name, confirmed
+
+    async def confirmation(self, subscribed: tuple[bytes, asyncio.Future]) -> None:
+        """Wait (at most CONFIRM_TIMEOUT) for a ``subscribe`` to be confirmed."""
+        name, confirmed = subscribed
+        try:
+            async with asyncio.timeout(CONFIRM_TIMEOUT):
+                await confirmed
+        finally:
+            waiting = self._confirming.get(name)
+            if waiting is not None and confirmed in waiting:  # timed out or cancelled: not the next one's
+                waiting.remove(confirmed)
 
     async def group_discard(self, group: str, channel: str) -> None:
         name = self._channel(group)
@@ -167,18 +199,39 @@ class Subscriptions:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self.layer.deserialize(self.arrivals.popleft())
+        item = self.arrivals.popleft()
+        return item if isinstance(item, dict) else self.layer.deserialize(item)
+
+    def hand_over(self, message: dict) -> None:
+        """Queue a message for the hub as if it had come from Redis, behind what has (the hub's
+        delivery to a group no other process listens to)."""
+        self.arrivals.append(message)
+        self._wake()
 
     # --- from the connection -----------------------------------------------------------------
 
     def arrived(self, channel: bytes, data: bytes) -> None:
-        if channel in self.wanted:  # not one unsubscribed a moment ago
-            self.arrivals.append(data)
-            self._wake()
+        # Also from a channel unsubscribed a moment ago: the hub hands nothing out for a group without
+        # local members, but answers another process's hello there (Redis counted this process).
+        self.arrivals.append(data)
+        self._wake()
+
+    def confirmed(self, channel: bytes) -> None:
+        waiting = self._confirming.get(channel)
+        if waiting:
+            settle(waiting.popleft())
+            if not waiting:
+                del self._confirming[channel]
 
     def lost(self) -> None:
         if self.wanted:
             log.warning("the subscribed Redis connection was lost; subscribing again")
+        confirming, self._confirming = self._confirming, {}
+        for waiting in confirming.values():
+            for future in waiting:
+                settle(future, ConnectionError("Redis closed the subscribed connection"))
+        if self.listener is not None:
+            self.listener.subscriptions_lost()
         self._wake()
 
     def _wake(self) -> None:
@@ -193,10 +246,13 @@ class Subscriptions:
         async with self._connecting:
             if self._connection is not None and not self._connection.closed:
                 return self._connection
+            again = self._connection is not None  # a new connection after a lost one
             connection = await self.address.connect(lambda: _Connection(self))
             if self.wanted:  # a new connection (first, or after a loss) subscribes to all at once
                 connection.transport.write(pack(b"SUBSCRIBE", *sorted(self.wanted)))
             self._connection = connection
+            if again and self.listener is not None:
+                self.listener.subscribed_again()
             return connection
 
     def close(self) -> None:

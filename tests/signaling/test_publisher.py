@@ -130,3 +130,13 @@ async def test_only_a_pubsub_layer_on_one_plain_host_gets_a_publisher():
     assert first is not None and first is publisher.for_layer(one)  # one per event loop
     with pytest.raises(ValueError):
         publisher.Publisher("rediss://127.0.0.1:6380/0")
+
+
+async def test_a_counted_publish_answers_how_many_subscribers_received_it(private_redis):
+    plain = publisher.Publisher(private_redis.url)
+    assert await plain.publish_counted("counted", b"nobody") == 0
+    async with Subscriber(private_redis.url, "counted") as first, Subscriber(private_redis.url, "counted"):
+        await plain.publish("counted", b"uncounted")  # its reply is not taken for the next one's
+        assert await plain.publish_counted("counted", b"two") == 2
+        assert await first.take(2) == [b"uncounted", b"two"]
+    plain.close()
