@@ -217,8 +217,13 @@ class Hub:
     async def _find_out(self, group: str, announcement: _Announcement, confirmation: tuple | None) -> None:
         alone = False
         try:
-            if confirmation is not None:
-                await self.layer.confirmation(confirmation)
+            if confirmation is None:
+                # Announcing again on a new connection, which subscribed to everything at once: one
+                # more SUBSCRIBE (harmless) says when this group's subscription holds.
+                if group not in self.members:
+                    return
+                confirmation = await self.layer.subscribe(group)
+            await self.layer.confirmation(confirmation)
             hello = {"type": HELLO, "hub": self.id, "nonce": announcement.nonce, "group": group}
             receivers = await publisher.to_group(self.layer.layer, group, hello, counted=True)
             if receivers < 1:  # not even this hub: its subscription went away meanwhile

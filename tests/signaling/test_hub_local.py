@@ -188,7 +188,9 @@ async def test_after_redis_restarts_a_process_that_went_alone_meanwhile_learns_o
     stop(first, second)
 
 
-async def test_a_process_alone_again_after_a_restart_keeps_the_group_local_again(private_redis):
+async def test_a_process_alone_again_after_a_restart_keeps_the_group_local_again(private_redis, monkeypatch):
+    # Long enough that only an announcement that waits for its subscription can finish in time.
+    monkeypatch.setattr(hub_module, "ANNOUNCE_TIMEOUT", 30)
     layer = process(private_redis.url)
     ann = Member()
     await get_hub(layer).join(GROUP, ann)
