@@ -58,6 +58,15 @@ async def send(layer, n: int, group: str = GROUP) -> None:
     await fanout.send(layer, group, {"type": "deliver", "audience": "room", "n": n})
 
 
+async def first_alone(url: str):
+    """Two processes on one Redis; the first has a member (ann) in GROUP, alone; bob is for the second."""
+    first, second = process(url), process(url)
+    ann, bob = Member(), Member()
+    await get_hub(first).join(GROUP, ann)
+    assert GROUP in get_hub(first).solo
+    return first, second, ann, bob
+
+
 def stop(*layers) -> None:
     for layer in layers:
         hub = get_hub(layer)
@@ -87,10 +96,7 @@ async def test_a_group_no_other_process_listens_to_is_handed_out_without_publish
 
 
 async def test_a_second_process_makes_the_group_shared_both_ways(private_redis):
-    first, second = process(private_redis.url), process(private_redis.url)
-    ann, bob = Member(), Member()
-    await get_hub(first).join(GROUP, ann)
-    assert GROUP in get_hub(first).solo
+    first, second, ann, bob = await first_alone(private_redis.url)
 
     await get_hub(second).join(GROUP, bob)
     # The join returned after the first process answered: neither keeps the group to itself now.
@@ -110,9 +116,7 @@ async def test_nothing_sent_after_another_process_joined_is_missed_there(private
     second's join has returned reaches the second's member (the first stopped keeping it local before
     it answered), and each member gets them in the order sent. The first is slow to hear the hello
     (a busy process): the second's join must wait for its answer."""
-    first, second = process(private_redis.url), process(private_redis.url)
-    ann, bob = Member(), Member()
-    await get_hub(first).join(GROUP, ann)
+    first, second, ann, bob = await first_alone(private_redis.url)
     heard = get_hub(first)._heard
 
     async def busy_then_heard(message: dict) -> None:
@@ -168,10 +172,7 @@ async def test_a_listener_that_never_answers_makes_the_group_shared(private_redi
 
 
 async def test_after_redis_restarts_a_process_that_went_alone_meanwhile_learns_of_the_other(private_redis):
-    first, second = process(private_redis.url), process(private_redis.url)
-    ann, bob = Member(), Member()
-    await get_hub(first).join(GROUP, ann)
-    assert GROUP in get_hub(first).solo
+    first, second, ann, bob = await first_alone(private_redis.url)
 
     private_redis.kill()
     await eventually(lambda: not get_hub(first).solo)  # its subscription is gone: publishing again
@@ -204,9 +205,7 @@ async def test_a_process_alone_again_after_a_restart_keeps_the_group_local_again
 
 
 async def test_the_hubs_own_messages_never_reach_a_connection(private_redis):
-    first, second = process(private_redis.url), process(private_redis.url)
-    ann, bob = Member(), Member()
-    await get_hub(first).join(GROUP, ann)
+    first, second, ann, bob = await first_alone(private_redis.url)
     await get_hub(second).join(GROUP, bob)  # a hello from the second, an ack from the first
     await send(first, 1)
     await eventually(lambda: bob.numbers() == [1] and ann.numbers() == [1])
