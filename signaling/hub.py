@@ -95,6 +95,7 @@ class Hub:
         self._announcing: dict[str, _Announcement] = {}
         # Only a hub reading its own subscriptions (signaling.subscriber) keeps groups local.
         self._can_keep_local = isinstance(layer, Subscriptions)
+        self._channel_layer = layer.layer if self._can_keep_local else layer  # what publishes on a group
         if self._can_keep_local:
             layer.listener = self
 
@@ -225,7 +226,7 @@ class Hub:
                 confirmation = await self.layer.subscribe(group)
             await self.layer.confirmation(confirmation)
             hello = {"type": HELLO, "hub": self.id, "nonce": announcement.nonce, "group": group}
-            receivers = await publisher.to_group(self.layer.layer, group, hello, counted=True)
+            receivers = await publisher.to_group(self._channel_layer, group, hello, counted=True)
             if receivers < 1:  # not even this hub: its subscription went away meanwhile
                 return
             others = receivers - 1  # Redis counted this hub too: it subscribed before the hello
@@ -266,7 +267,7 @@ class Hub:
             announcement.heard = True
         ack = {"type": ACK, "hub": self.id, "to": sender, "nonce": message.get("nonce"), "group": group}
         try:
-            await publisher.to_group(self.layer.layer if self._can_keep_local else self.layer, group, ack)
+            await publisher.to_group(self._channel_layer, group, ack)
         except LAYER_ERRORS:
             log.warning("could not answer another process's hello", exc_info=True)
 

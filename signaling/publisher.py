@@ -91,7 +91,7 @@ class _Connection(asyncio.Protocol):
             refused = line.startswith(b"-")
             if not self.first_reply.done():
                 self.first_reply.set_result(line[1:].decode(errors="replace") if refused else None)
-                continue  # AUTH's reply (or, without AUTH, the first command's: see send)
+                continue  # AUTH's reply (without AUTH, send marks first_reply done before any command)
             wanted = self._awaiting.popleft() if self._awaiting else None
             if refused:
                 log.warning("Redis refused a publish: %s", line[:200].decode(errors="replace"))
@@ -184,20 +184,17 @@ class Publisher:
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes, reply: asyncio.Future | None = None) -> None:
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
-        await connection.send(pack(b"PUBLISH", channel.encode(), payload))
+        await connection.send(pack(b"PUBLISH", channel.encode(), payload), reply)
 
     async def publish_counted(self, channel: str, payload: bytes) -> int:
         """PUBLISH and wait for Redis's answer: how many subscribers received it (``signaling.hub``
         uses it to learn whether another process listens to a group)."""
-        connection = self._connection
-        if connection is None or connection.closed:
-            connection = await self._connect()
         reply = asyncio.get_running_loop().create_future()
-        await connection.send(pack(b"PUBLISH", channel.encode(), payload), reply)
+        await self.publish(channel, payload, reply)
         return await reply
 
     async def _connect(self) -> _Connection:

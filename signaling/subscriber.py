@@ -203,8 +203,8 @@ class Subscriptions:
         return item if isinstance(item, dict) else self.layer.deserialize(item)
 
     def hand_over(self, message: dict) -> None:
-        """Queue a message for the hub as if it had come from Redis, behind what has (the hub's
-        delivery to a group no other process listens to)."""
+        """Queue a message for the hub as if it had come from Redis, behind everything that came
+        before it (the hub's delivery to a group no other process listens to)."""
         self.arrivals.append(message)
         self._wake()
 
