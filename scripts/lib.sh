@@ -92,6 +92,8 @@ ensure_test_system_packages() {
         apt_install chromium
     fi
     ensure_debs fonts-liberation fonts-dejavu-core
+    # tests/telehealth/test_proxy.py makes a self-signed certificate with openssl.
+    ensure_debs openssl
     # The multi-process tests start a private redis-server of their own (to restart it safely).
     command -v redis-server >/dev/null 2>&1 || apt_install redis-server
     # tests/telehealth/test_serve.py reads the listening socket's backlog with ss.
@@ -101,6 +103,12 @@ ensure_test_system_packages() {
     # stock configs (Janus's APIs on every interface), so they are stopped and disabled.
     [ -x /usr/bin/janus ] || { apt_install janus && disable_system_service janus; }
     [ -x /usr/bin/turnserver ] || { apt_install coturn && disable_system_service coturn; }
+    # The proxy tests (and bench/'s routed2) run nginx with telehealth/proxy.py's configuration;
+    # without systemd, Debian's package may have started its stock server on port 80: stop it.
+    if [ ! -x /usr/sbin/nginx ]; then
+        apt_install nginx && disable_system_service nginx
+        if [ -s /run/nginx.pid ]; then as_root /usr/sbin/nginx -s quit || true; fi
+    fi
 }
 
 disable_system_service() {

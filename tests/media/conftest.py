@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def require_binary(name: str) -> str:
     """The binary's path; a skip (or, with TELEHEALTH_REQUIRE_SERVICES=1, a failure) without it."""
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")  # nginx is in /usr/sbin
     if path:
         return path
     message = f"{name} is not installed (apt-get install -y {'coturn' if name == 'turnserver' else name})"

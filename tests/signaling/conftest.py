@@ -18,7 +18,9 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from signaling import consumers
+from telehealth.proxy import Proxy
 from tests.factories import make_live_clinic
+from tests.media.conftest import free_port, require_binary
 from tests.signaling.helpers import Sockets
 from tests.signaling.processes import Daphne, PrivateRedis
 
@@ -107,3 +109,20 @@ def servers(tmp_path, redis_server, close_worker_connection):
     for server in started:
         text = server.log_path.read_text()
         assert not re.search(r"Exception inside application|Internal Server Error", text), text
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    """nginx with this project's configuration in front of daphne processes: ``proxy([a, b])``."""
+    require_binary("nginx")
+    started: list[Proxy] = []
+
+    def start(upstreams: list[Daphne]) -> Proxy:
+        directory = tmp_path / f"nginx-{len(started)}"
+        started.append(Proxy([f"127.0.0.1:{server.port}" for server in upstreams], directory, free_port()))
+        return started[-1]
+
+    yield start
+    for front in started:
+        front.stop()
+        assert "[emerg]" not in front.error_log() and "[crit]" not in front.error_log(), front.error_log()

@@ -17,10 +17,11 @@ import asyncio
 import time
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 
 from rooms.models import Seat
-from tests.signaling.processes import FRAME_TIMEOUT, Member, build_session
+from tests.signaling.processes import FRAME_TIMEOUT, Member, build_session, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -113,3 +114,76 @@ async def test_redis_restart_loses_no_chat_and_delivery_resumes(servers, redis_s
     assert texts.count("after the restart") == 1
     for member in (therapist, p1, p2):
         await member.close()
+
+
+# --- behind the proxy (telehealth/proxy.py) ----------------------------------------------------
+
+ROUTED_SESSIONS = 12  # all of them hashed to one of two processes by chance: 2 in 4,096 runs
+
+
+def _processes_holding(servers_, session) -> list[int]:
+    """How many of the session's members each server logged as joined."""
+    line = f"joined session={session.pk.hex}"
+    return [server.log_path.read_text().count(line) for server in servers_]
+
+
+def _publish_calls(redis_server) -> int:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        return client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
+    finally:
+        client.close()
+
+
+async def test_the_proxy_keeps_each_session_on_one_process_and_fails_over(servers, proxy, redis_server):
+    a, b = servers(2)
+    front = proxy([a, b])
+    built = [await sync_to_async(build_session)() for _ in range(ROUTED_SESSIONS)]
+    members: dict = {}
+    for k, (session, cookies) in enumerate(built):
+        members[session.pk] = [Member(f"{name}-{k}", cookies[name]) for name in ("therapist", "p1", "p2")]
+        for member in members[session.pk]:
+            await member.connect(front, session.pk)
+
+    # Every member of a session reached the same process, and the sessions are spread over both.
+    for session, _ in built:
+        wait_until(lambda s=session: sum(_processes_holding([a, b], s)) == 3, FRAME_TIMEOUT, "three joins")
+    placements = {session.pk: _processes_holding([a, b], session) for session, _ in built}
+    assert all(sorted(counts) == [0, 3] for counts in placements.values()), placements
+    assert {counts.index(3) for counts in placements.values()} == {0, 1}, placements
+
+    # A session on one process costs Redis nothing per message: its groups never leave the process.
+    session, _ = built[0]
+    therapist, p1, p2 = members[session.pk]
+    await therapist.send("mod.admit_all")
+    for member in (p1, p2):
+        await member.wait_for(lambda f: f["type"] == "admitted")
+    await asyncio.sleep(0.5)  # the admitted members' room groups are announced by now
+    publishes = _publish_calls(redis_server)
+    for n in range(5):
+        await p1.send("chat.send", {"text": f"routed {n}"})
+    for member in (therapist, p2):
+        await member.wait_for(lambda f: f["type"] == "chat.message" and f["message"]["text"] == "routed 4")
+    assert _publish_calls(redis_server) == publishes
+
+    # The process holding that session dies: its clients reconnect through the proxy, which now
+    # sends them to the other process, and they keep their seats. The other sessions carry on.
+    holder, survivor = (a, b) if placements[session.pk][0] == 3 else (b, a)
+    holder.kill()
+    for member in (therapist, p1, p2):
+        await asyncio.wait_for(member.closed.wait(), FRAME_TIMEOUT)
+    for member in (therapist, p1, p2):
+        seat = member.member_id
+        welcome = await member.connect(front, session.pk)
+        assert (welcome["member"], welcome["state"]) == (seat, "admitted")
+    untouched = [m for s, _ in built if placements[s.pk][[a, b].index(survivor)] == 3 for m in members[s.pk]]
+    assert untouched and not any(m.closed.is_set() for m in untouched)
+
+    await p2.send("chat.send", {"text": "after the failover"})
+    got = await therapist.wait_for(
+        lambda f: f["type"] == "chat.message" and f["message"]["text"] == "after the failover"
+    )
+    assert got["from"] == p2.member_id
+    for group in members.values():
+        for member in group:
+            await member.close()
