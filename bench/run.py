@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import fixtures, load, procstat, targets
+from telehealth import proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -52,6 +53,12 @@ class Scenario:
     join_p99_target_ms: float | None = None
     mass_disconnect: bool = False
     baseline: str | None = None  # the 1-process scenario a multi-process one is compared with
+    # Clients connect through nginx with telehealth/proxy.py's configuration (each session's members
+    # reach one process) instead of to the processes directly (members of each room alternate).
+    proxy: bool = False
+    # The bare relay runs the same load too (no: a baseline of a proxied scenario, which the relay
+    # without a proxy in front does not compare with).
+    reference: bool = True
     # Settings of the telehealth target for this scenario only (a design comparison, not an issue target).
     env: dict[str, str] = field(default_factory=dict)
 
@@ -83,7 +90,8 @@ SCENARIOS = {
         Scenario("joinstorm", "join storm: 240 joins, 64 concurrent", "join", rooms=20, members=12, concurrency=64),
         Scenario(
             "procs2",
-            "2 daphne processes on Redis, 100 rooms x 12 at 0.05 msg/s (members of each room split)",
+            "2 daphne processes on Redis, 100 rooms x 12 at 0.05 msg/s, members of each room split over both "
+            "(no session routing, or after a failover)",
             "traffic",
             rooms=100,
             members=12,
@@ -93,6 +101,34 @@ SCENARIOS = {
             p99_target_ms=50,
             mass_disconnect=True,
             baseline="rooms100",
+        ),
+        Scenario(
+            "proxy1",
+            "1 daphne process behind the proxy (telehealth/proxy.py), 100 rooms x 12 at 0.05 msg/s",
+            "traffic",
+            rooms=100,
+            members=12,
+            rate=0.05,
+            duration=30,
+            p99_target_ms=50,
+            mass_disconnect=True,
+            proxy=True,
+            reference=False,
+        ),
+        Scenario(
+            "routed2",
+            "2 daphne processes on Redis behind the proxy, which routes each session to one of them, "
+            "100 rooms x 12 at 0.05 msg/s",
+            "traffic",
+            rooms=100,
+            members=12,
+            rate=0.05,
+            duration=30,
+            procs=2,
+            p99_target_ms=50,
+            mass_disconnect=True,
+            baseline="proxy1",
+            proxy=True,
         ),
         Scenario(
             "corelayer",
@@ -175,6 +211,7 @@ def summarize_traffic(r: load.TrafficResult) -> dict:
         "cpu_server_s": cpu_server,
         "cpu_redis_s": cpu_redis,
         "cpu_postgres_s": r.cpu.get("postgres"),
+        "cpu_proxy_s": r.cpu.get("proxy"),  # nginx, when the scenario has it: not in cpu_us_per_delivery
         "cpu_client_s": round(r.client_cpu_s, 2),
         "cpu_other_s": other_cpu(r.cpu, r.client_cpu_s),
         "other_cores": _cores(other_cpu(r.cpu, r.client_cpu_s), r.window_seconds),
@@ -273,11 +310,12 @@ class Bench:
                 self.log(f"{label}: other work uses {cores:.2f} cores; waiting up to {self.args.quiet_wait:g} s")
                 told = True
 
-    def make_target(self, name: str, procs: int, label: str, env: dict[str, str] | None = None) -> targets.Target:
+    def make_target(self, name: str, scenario: Scenario, procs: int, label: str) -> targets.Target:
         if name == "reference":
             return targets.ReferenceTarget(self.args.redis_url)
         self.prepare_telehealth()
-        return targets.TelehealthTarget({**self.telehealth_env, **(env or {})}, procs=procs, label=label)
+        env = {**self.telehealth_env, **scenario.env}
+        return targets.TelehealthTarget(env, procs=procs, label=label, proxy=scenario.proxy)
 
     def find(self, scenario: str, target: str, procs: int | None = None) -> RunRecord | None:
         for record in self.records:
@@ -292,7 +330,7 @@ class Bench:
             # A multi-process run is compared with the same load on one process and with the
             # reference: measure those first unless this invocation already did.
             base = self.scaled(SCENARIOS[scenario.baseline])
-            if "reference" in names and not self.find(base.name, "reference"):
+            if "reference" in names and base.reference and not self.find(base.name, "reference"):
                 self.run_one(base, "reference", 1)
             if "telehealth" in names and not self.find(base.name, "telehealth", 1):
                 self.run_one(base, "telehealth", 1)
@@ -300,7 +338,7 @@ class Bench:
                 self.run_one(scenario, "telehealth", scenario.procs)
             return
         for name in ("reference", "telehealth"):
-            if name in names:
+            if name in names and (name == "telehealth" or scenario.reference):
                 self.run_one(scenario, name, 1)
 
     def scaled(self, scenario: Scenario) -> Scenario:
@@ -311,7 +349,7 @@ class Bench:
     def run_one(self, scenario: Scenario, target_name: str, procs: int) -> None:
         record = RunRecord(scenario.name, target_name, procs)
         self.records.append(record)
-        target = self.make_target(target_name, procs, f"{scenario.name}-x{procs}", scenario.env)
+        target = self.make_target(target_name, scenario, procs, f"{scenario.name}-x{procs}")
         if target_name == "telehealth" and self.telehealth_problem:
             record.ok = False
             record.note = self.telehealth_problem
@@ -494,6 +532,10 @@ def versions() -> str:
         parts.append("redis-server " + next(p.split("=")[1] for p in redis_version if p.startswith("v=")))
     except (OSError, StopIteration):
         pass
+    nginx = proxy.nginx_binary()
+    if nginx:
+        # nginx -v answers on stderr: "nginx version: nginx/1.22.1"
+        parts.append(subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip().split(": ")[-1])
     return ", ".join(parts)
 
 
@@ -516,7 +558,7 @@ def render(bench: Bench, command: str) -> str:
             "### Relay",
             "",
             "| scenario | target | procs | ready | sent | stored | delivered / expected | delivery "
-            "| p50 ms | p95 ms | p99 ms | join p99 ms | deliveries/s | CPU s server + redis (+ pg) "
+            "| p50 ms | p95 ms | p99 ms | join p99 ms | deliveries/s | CPU s server + redis (+ pg) (+ nginx) "
             "| CPU us / delivery | x reference | client CPU s, lag p99 ms | other CPU s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -533,6 +575,7 @@ def render(bench: Bench, command: str) -> str:
                 f"| {fmt(r['deliveries_per_s'], 0)} "
                 f"| {fmt(r['cpu_server_s'], 2)} + {fmt(r['cpu_redis_s'], 2)}"
                 + (f" (+ {fmt(pg, 2)})" if pg is not None else "")
+                + (f" (+ nginx {fmt(r['cpu_proxy_s'], 2)})" if r.get("cpu_proxy_s") is not None else "")
                 + f" | {fmt(r['cpu_us_per_delivery'], 1)} | {fmt(ratio, 2)} "
                 f"| {fmt(r['cpu_client_s'], 2)}, {fmt(r['client_lag_p99_ms'])} | {fmt(r['cpu_other_s'], 2)} |"
             )
@@ -667,7 +710,7 @@ def render_targets(bench: Bench) -> list[str]:
         if "delivered" in r:
             ref = reference_for(bench, rec.scenario)
             ratio = _ratio(r, ref)
-            if rec.procs == 1:
+            if rec.procs == 1 and (scenario is None or scenario.reference):
                 measured = "no reference in this run" if ratio is None else f"{ratio:.2f}x"
                 rows.append(
                     f"| CPU per delivery <= {CPU_RATIO_TARGET:g}x reference | {where} | {measured} "
@@ -687,8 +730,10 @@ def render_targets(bench: Bench) -> list[str]:
                 base = bench.find(scenario.baseline, "telehealth", 1)
                 if base and base.ok and base.result.get("cpu_us_per_delivery") and r.get("cpu_us_per_delivery"):
                     pr = r["cpu_us_per_delivery"] / base.result["cpu_us_per_delivery"]
+                    how = "behind the proxy, each session on one" if scenario.proxy else "each session split over both"
                     rows.append(
-                        f"| {rec.procs} processes <= {PROCS_RATIO_TARGET:g}x one process per delivery | {where} "
+                        f"| {rec.procs} processes ({how}) <= {PROCS_RATIO_TARGET:g}x one process per delivery "
+                        f"({scenario.baseline}) | {where} "
                         f"| {pr:.2f}x ({fmt(r['cpu_us_per_delivery'], 1)} vs "
                         f"{fmt(base.result['cpu_us_per_delivery'], 1)} us) | {verdict(pr <= PROCS_RATIO_TARGET)} |"
                     )

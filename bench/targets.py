@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from bench import procstat
 from bench.load import Member, MemberSpec, Protocol
 from telehealth import serve
+from telehealth.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "var" / "bench"
@@ -180,11 +181,13 @@ class TelehealthTarget(Target):
 
     name = "telehealth"
 
-    def __init__(self, env: dict[str, str], procs: int = 1, label: str = "run") -> None:
+    def __init__(self, env: dict[str, str], procs: int = 1, label: str = "run", proxy: bool = False) -> None:
         super().__init__(env.get("REDIS_URL") or None)
         self.env = env
         self.procs = procs
         self.label = label
+        self.proxy = proxy  # clients go through nginx (telehealth/proxy.py), which routes by session
+        self.front: Proxy | None = None
         self.protocol = TelehealthProtocol()
         self.logs: list[Path] = []
         self.sessions: set[str] = set()  # UUID hex of this run's sessions (its channel-layer groups)
@@ -213,11 +216,15 @@ class TelehealthTarget(Target):
             ports.append(port)
         for port, proc in zip(ports, self.processes, strict=True):
             wait_for_port(port, proc, timeout=60)
+        if self.proxy:
+            upstreams = [f"{HOST}:{port}" for port in ports]
+            self.front = Proxy(upstreams, LOG_DIR / f"{self.label}-nginx", free_port())
         specs = []
         for r, room in enumerate(room_fixtures):
             for m, seat in enumerate(room.seats):
-                # Alternate members of one room across processes: fan-out has to cross the layer.
-                port = ports[(r * members + m) % self.procs]
+                # Without the proxy, members of one room alternate across processes: fan-out has to
+                # cross the layer. With it, nginx picks each session's process.
+                port = self.front.port if self.front else ports[(r * members + m) % self.procs]
                 specs.append(
                     MemberSpec(
                         index=r * members + m,
@@ -230,6 +237,19 @@ class TelehealthTarget(Target):
                     )
                 )
         return specs
+
+    def cpu_components(self) -> dict:
+        components = super().cpu_components()
+        if self.front is not None:
+            master = self.front.process.pid
+            components["proxy"] = lambda: procstat.tree_cpu_seconds(master)
+        return components
+
+    def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+        super().stop()
 
     def log_text(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
