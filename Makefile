@@ -32,6 +32,7 @@ ci:           ## what CI runs: PostgreSQL + Redis, then SQLite + in-memory
 
 bench:        ## benchmarks against a bare relay; rewrites docs/performance.md (PostgreSQL + Redis on 127.0.0.1)
 	bash scripts/setup
+	bash -c 'source scripts/lib.sh && ensure_nginx'
 	.venv/bin/python scripts/deps.py bench > .venv/.requirements-bench.txt
 	.venv/bin/python -m pip install --quiet -r .venv/.requirements-bench.txt
 	.venv/bin/python -m bench.run --all $(ARGS)

@@ -103,12 +103,16 @@ ensure_test_system_packages() {
     # stock configs (Janus's APIs on every interface), so they are stopped and disabled.
     [ -x /usr/bin/janus ] || { apt_install janus && disable_system_service janus; }
     [ -x /usr/bin/turnserver ] || { apt_install coturn && disable_system_service coturn; }
-    # The proxy tests (and bench/'s routed2) run nginx with telehealth/proxy.py's configuration;
-    # without systemd, Debian's package may have started its stock server on port 80: stop it.
-    if [ ! -x /usr/sbin/nginx ]; then
-        apt_install nginx && disable_system_service nginx
-        if [ -s /run/nginx.pid ]; then as_root /usr/sbin/nginx -s quit || true; fi
-    fi
+    ensure_nginx
+}
+
+# The proxy tests and bench/'s proxy1 and routed2 run their own nginx with telehealth/proxy.py's
+# configuration. Without systemd, Debian's package may have started its stock server on port 80:
+# it is stopped.
+ensure_nginx() {
+    [ -x /usr/sbin/nginx ] && return 0
+    apt_install nginx && disable_system_service nginx
+    if [ -s /run/nginx.pid ]; then as_root /usr/sbin/nginx -s quit || true; fi
 }
 
 disable_system_service() {
