@@ -131,6 +131,21 @@ SCENARIOS = {
             proxy=True,
         ),
         Scenario(
+            "scaled2",
+            "2 daphne processes on Redis behind the proxy with twice the load, 200 rooms x 12 at 0.05 msg/s: "
+            "each process carries what proxy1's one does",
+            "traffic",
+            rooms=200,
+            members=12,
+            rate=0.05,
+            duration=30,
+            procs=2,
+            p99_target_ms=50,
+            mass_disconnect=True,
+            baseline="proxy1",
+            proxy=True,
+        ),
+        Scenario(
             "corelayer",
             "the rooms100 load on channels-redis's core layer instead of the Pub/Sub layer (comparison)",
             "traffic",
@@ -731,6 +746,8 @@ def render_targets(bench: Bench) -> list[str]:
                 if base and base.ok and base.result.get("cpu_us_per_delivery") and r.get("cpu_us_per_delivery"):
                     pr = r["cpu_us_per_delivery"] / base.result["cpu_us_per_delivery"]
                     how = "behind the proxy, each session on one" if scenario.proxy else "each session split over both"
+                    if scenario.rooms != SCENARIOS[scenario.baseline].rooms:
+                        how += f", {scenario.rooms} rooms against {SCENARIOS[scenario.baseline].rooms}"
                     rows.append(
                         f"| {rec.procs} processes ({how}) <= {PROCS_RATIO_TARGET:g}x one process per delivery "
                         f"({scenario.baseline}) | {where} "
