@@ -5,8 +5,9 @@ When all of a session's sockets are on one process, that process hands the messa
 Redis carries nothing (signaling/hub.py: a group nobody else subscribes to stays local). When the
 members are spread over two processes, every message also wakes Redis and the other process: on
 this project's benchmark machine that costs about 1.5x the CPU per delivery of one process
-(docs/performance.md, scenario ``procs2``); scenario ``routed2`` measures two processes behind this
-proxy. Jitsi's sharded deployments route whole conferences the same way, for the same reason.
+(docs/performance.md, scenario ``procs2``); behind this proxy, two processes that each carry what
+one did cost 0.97-1.01x (``scaled2``). Jitsi's sharded deployments route whole conferences the same
+way, for the same reason.
 
 So the WebSocket endpoint ``/ws/sessions/<uuid>/`` goes through a consistent hash of the session id:
 every member of a session reaches the same process, and adding or removing a process moves only that
