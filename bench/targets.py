@@ -48,14 +48,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+stop_process = serve.stop  # bench/media.py stops its Janus with it too
 
 
 class Target:

@@ -37,6 +37,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from telehealth import serve
+
 # Only what an address, a port and a file name need: a quote, a brace or a semicolon in a value
 # would let it add directives of its own.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/\[\]-]+$")
@@ -183,22 +185,8 @@ class Proxy:
         path = self.directory / "error.log"
         return path.read_text() if path.exists() else ""
 
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # nginx's fast shutdown
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        serve.stop(self.process)  # SIGTERM: nginx's fast shutdown
 
 
 def main(argv: list[str] | None = None) -> None:

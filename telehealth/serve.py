@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 APPLICATION = "telehealth.asgi:application"
@@ -49,6 +50,18 @@ def command(host: str, port: int, *, python: str = sys.executable) -> list[str]:
     daphne logs "Listening on TCP address HOST:PORT" either way)."""
     keepalive = ["--ping-interval", str(PING_INTERVAL), "--ping-timeout", str(PING_TIMEOUT)]
     return [python, "-m", "daphne", *keepalive, "-e", endpoint(host, port), APPLICATION]
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """End a server this project started (daphne, nginx, Janus ...): SIGTERM, then SIGKILL after
+    ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def main(argv: list[str] | None = None) -> None:

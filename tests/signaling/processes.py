@@ -92,6 +92,17 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
+def ws_base(server) -> str:
+    """Where a client reaches ``server`` (a ``Daphne``, or nginx in front of some: anything with a
+    ``port`` on 127.0.0.1)."""
+    return f"ws://127.0.0.1:{server.port}"
+
+
+def origin(server) -> str:
+    """The Origin a browser on ``server``'s pages sends."""
+    return f"http://127.0.0.1:{server.port}"
+
+
 class Daphne:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
@@ -111,27 +122,13 @@ class Daphne:
         )
         assert self.process.poll() is None, log_path.read_text()
 
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(5)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        serve.stop(self.process)
         self.log.close()
 
 
@@ -152,9 +149,9 @@ class Member:
     async def connect(self, server: Daphne, session_id) -> dict:
         self.closed = asyncio.Event()
         self.ws = await websockets.connect(
-            f"{server.ws_base}/ws/sessions/{session_id}/",
+            f"{ws_base(server)}/ws/sessions/{session_id}/",
             subprotocols=[SUBPROTOCOL],
-            additional_headers={"Cookie": f"sessionid={self.cookie}", "Origin": server.origin},
+            additional_headers={"Cookie": f"sessionid={self.cookie}", "Origin": origin(server)},
             open_timeout=FRAME_TIMEOUT,
         )
         start = len(self.frames)

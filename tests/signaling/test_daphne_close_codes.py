@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 
 from signaling.consumers import MAX_BAD_FRAMES
 from signaling.protocol import MAX_FRAME_BYTES, SUBPROTOCOL
-from tests.signaling.processes import FRAME_TIMEOUT, Member, build_session
+from tests.signaling.processes import FRAME_TIMEOUT, Member, build_session, origin, ws_base
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -69,9 +69,9 @@ async def test_channel_layer_down_answers_unavailable_and_closes_1013(servers, r
     redis_server.kill()
 
     async with websockets.connect(
-        f"{server.ws_base}/ws/sessions/{session.pk}/",
+        f"{ws_base(server)}/ws/sessions/{session.pk}/",
         subprotocols=[SUBPROTOCOL],
-        additional_headers={"Cookie": f"sessionid={cookies['p1']}", "Origin": server.origin},
+        additional_headers={"Cookie": f"sessionid={cookies['p1']}", "Origin": origin(server)},
         open_timeout=FRAME_TIMEOUT,
     ) as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT))
