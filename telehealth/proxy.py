@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from telehealth import serve
@@ -169,17 +167,11 @@ class Proxy:
         # -e: nginx opens its default error log before it reads the config; keep that here too.
         base = [binary, "-p", str(self.directory), "-e", str(self.directory / "error.log"), "-c", str(self.config)]
         self.process = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}: {self.error_log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx does not listen on 127.0.0.1:{port}: {self.error_log()}")
+        try:
+            serve.wait_for_port(port, self.process, timeout=15)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"nginx: {exc}: {self.error_log()}") from None
 
     def error_log(self) -> str:
         path = self.directory / "error.log"

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
+import time
 
 APPLICATION = "telehealth.asgi:application"
 DEFAULT_BACKLOG = 1024
@@ -50,6 +52,21 @@ def command(host: str, port: int, *, python: str = sys.executable) -> list[str]:
     daphne logs "Listening on TCP address HOST:PORT" either way)."""
     keepalive = ["--ping-interval", str(PING_INTERVAL), "--ping-timeout", str(PING_TIMEOUT)]
     return [python, "-m", "daphne", *keepalive, "-e", endpoint(host, port), APPLICATION]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30, host: str = "127.0.0.1") -> None:
+    """Return once something accepts connections on ``host``:``port``; raise RuntimeError if
+    ``process`` (the server started to listen there) exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server process {process.pid} exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
 def stop(process: subprocess.Popen, timeout: float = 10) -> None:
