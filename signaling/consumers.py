@@ -28,6 +28,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 
 from autobahn.exception import Disconnected
 from channels.exceptions import StopConsumer
@@ -204,15 +205,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
         return queue, asyncio.get_running_loop().create_task(pump(), name="asgi receive")
 
-    async def take(self, message: dict) -> None:
+    def take(self, message: dict) -> Awaitable[None] | None:
         """A layer message for this connection, from the hub. Plain frames go out at once when the
         connection is idle; otherwise, and for anything that needs this connection's loop (a close,
-        an admission, moderation at the SFU), the message waits in the queue, in order."""
+        an admission, moderation at the SFU), the message waits in the queue, in order.
+
+        Not a coroutine: the common case (a chat frame for an idle connection, written straight to
+        its socket) is done here, without one per receiver. What must wait for something (a frame
+        going through ASGI) comes back as an awaitable, which the hub awaits before the next receiver.
+        """
         if self._held or self._inbox_pending or "control" in message or "close" in message:
             self._inbox_pending += 1
             self._events.put_nowait({"type": INBOX, "message": message})
-            return
-        await self.on_deliver(message)
+            return None
+        if not self._shows(message) or not self._chat_is_new(message) or not message.get("frame"):
+            return None
+        if self._write_prepared(message):
+            return None
+        return self._send_through_asgi(message["frame"])
 
     async def dispatch(self, message: dict) -> None:
         # Client frames do not hold deliveries back (a chat send awaiting the database would make every
@@ -513,13 +523,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def send_prepared(self, message: dict) -> None:
         """Send a layer message's frame; its wire bytes are built once for every local receiver."""
-        if self.socket is not None:
-            frame = message.get(WIRE_FRAME)
-            if frame is None:
-                frame = message[WIRE_FRAME] = wire.text_frame(message["frame"].encode())
-            if self.socket.write(frame):
-                return
-        await self._send_through_asgi(message["frame"])
+        if not self._write_prepared(message):
+            await self._send_through_asgi(message["frame"])
+
+    def _write_prepared(self, message: dict) -> bool:
+        if self.socket is None:
+            return False
+        frame = message.get(WIRE_FRAME)
+        if frame is None:
+            frame = message[WIRE_FRAME] = wire.text_frame(message["frame"].encode())
+        return self.socket.write(frame)
 
     async def _send_through_asgi(self, text: str) -> None:
         # The socket may close while a handler is still busy (a mass disconnect behind a backlog):
@@ -560,12 +573,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     # --- layer deliveries and the periodic check -----------------------------------------------
 
     async def on_deliver(self, message: dict) -> None:
-        if self.closing or self.actor is None:
-            return
-        if not self._entitled(message.get("audience")) or message.get("exclude") == self.channel_name:
-            return
-        below = message.get("below_epoch")
-        if below is not None and self.actor.epoch >= below:
+        if not self._shows(message):
             return
         if message.get("control") == "admitted":
             try:
@@ -575,11 +583,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 log.warning("admission not shown yet: a backing service is unavailable", exc_info=True)
                 self.state = SeatState.WAITING
             return
-        seq = message.get("seq")
-        if seq is not None:
-            if self.chat_mark is not None and (seq <= self.chat_mark or seq in self.chat_sent):
-                return  # the periodic check already pushed it
-            self.chat_seen(seq)
+        if not self._chat_is_new(message):
+            return
         if message.get("frame"):
             await self.send_prepared(message)
         if message.get("close"):
@@ -588,6 +593,24 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await sfu.enforce(self)
         elif message.get("control") == fanout.SFU_MOVED:
             await sfu.moved(self)
+
+    def _shows(self, message: dict) -> bool:
+        """Whether this connection acts on a layer message at all (its audience, sender, epoch)."""
+        if self.closing or self.actor is None:
+            return False
+        if not self._entitled(message.get("audience")) or message.get("exclude") == self.channel_name:
+            return False
+        below = message.get("below_epoch")
+        return below is None or self.actor.epoch < below
+
+    def _chat_is_new(self, message: dict) -> bool:
+        """False for a chat message this connection already has; marks it seen otherwise."""
+        seq = message.get("seq")
+        if seq is not None:
+            if self.chat_mark is not None and (seq <= self.chat_mark or seq in self.chat_sent):
+                return False  # the periodic check already pushed it
+            self.chat_seen(seq)
+        return True
 
     def _entitled(self, audience: str | None) -> bool:
         # Checked on arrival against this connection's own state: a stale group membership

@@ -47,7 +47,7 @@ from signaling.publisher import settle
 from signaling.subscriber import Subscriptions
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class _Announcement:
 
 
 class Member(Protocol):
-    async def take(self, message: dict) -> None: ...
+    def take(self, message: dict) -> Awaitable[None] | None:
+        """Handle a message of one of its groups: None when done, or an awaitable to wait for (the
+        hub awaits it before the next member, so every member sees a group's messages in order)."""
 
 
 class Hub:
@@ -180,7 +182,9 @@ class Hub:
                 continue
             for member in tuple(self.members.get(message.get("group"), ())):
                 try:
-                    await member.take(message)
+                    pending = member.take(message)
+                    if pending is not None:
+                        await pending
                 except Exception:  # one broken connection must not stop delivery to the others
                     log.exception("delivery to a local connection failed")
             # Let the rest of the loop run between messages: a backlog handed out in one go held the

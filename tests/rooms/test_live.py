@@ -1221,3 +1221,17 @@ def test_audit_never_holds_chat_text_tokens_or_messages(clinic):
     secrets_ = ("my secret text", "a private note", "another private note", pat_join.resume_token)
     assert not [row for row in rows if any(secret in row[1] for secret in secrets_)]
     assert lead_join.resume_token not in repr(rows)
+
+
+def test_new_uuid_text_is_a_random_version_4_uuid():
+    made = {live.new_uuid_text() for _ in range(500)}
+    assert len(made) == 500
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_actor_as_text_is_its_ids_and_epoch():
+    actor = live.Actor(uuid.uuid4(), uuid.uuid4(), 7)
+    assert actor.as_text == (str(actor.session_id), str(actor.user_id), "7")
+    assert actor == live.Actor(actor.session_id, actor.user_id, 7)  # the cached text is not a field

@@ -48,6 +48,20 @@ def test_parse_client_frame_refuses_bad_input(text, code):
     assert caught.value.code == code
 
 
+def test_depth_is_counted_in_structure_not_in_brackets_inside_strings():
+    # The bracket count only decides whether the structure needs walking.
+    brackets = frame(data={"text": "{[" * 50})
+    assert parse_client_frame(brackets).data == ChatSend(text="{[" * 50)
+    six_deep = frame(data={"a": {"b": {"c": {"d": {"e": 1}}}}})  # envelope, data, a, b, c, d
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_frame(six_deep)
+    assert caught.value.code == "protocol.bad_payload"  # deep enough to be read, then refused as a payload
+    seven_deep = frame(data={"text": "{" * 10, "a": {"b": {"c": {"d": {"e": {"f": 1}}}}}})
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_frame(seven_deep)
+    assert caught.value.code == "protocol.too_deep"
+
+
 def test_parse_client_frame_echoes_client_id_on_payload_error():
     with pytest.raises(ProtocolError) as caught:
         parse_client_frame(frame(data={"text": 3}))
@@ -86,6 +100,15 @@ def test_timestamp_is_utc_with_milliseconds():
 
     assert protocol.timestamp(moment) == "2026-03-02T23:00:00.123Z"
     assert protocol.timestamp(datetime(2026, 3, 2, tzinfo=UTC)) == "2026-03-02T00:00:00.000Z"
+    # Milliseconds are truncated, never rounded up into the next second.
+    assert protocol.timestamp(datetime(2026, 3, 2, 0, 0, 59, 999999, tzinfo=UTC)) == "2026-03-02T00:00:59.999Z"
+    assert protocol.timestamp(datetime(2026, 3, 2, 0, 0, 0, 999, tzinfo=UTC)) == "2026-03-02T00:00:00.000Z"
+    assert protocol.timestamp(datetime(2026, 3, 2, 0, 0, 0, 1000, tzinfo=UTC)) == "2026-03-02T00:00:00.001Z"
+    from zoneinfo import ZoneInfo  # what a database driver may hand back
+
+    assert protocol.timestamp(datetime(2026, 3, 2, 1, 2, 3, 4000, tzinfo=ZoneInfo("UTC"))) == "2026-03-02T01:02:03.004Z"
+    now = protocol.timestamp()
+    assert now.endswith("Z") and datetime.fromisoformat(now[:-1] + "+00:00").tzinfo is not None
 
 
 def test_ice_server_drops_unset_credentials():
