@@ -1340,15 +1340,6 @@ CHAT_STORE_SQL = (
 CHAT_STORE = pg.Statement(CHAT_STORE_SQL)
 
 
-def new_uuid_text() -> str:
-    """``str(uuid.uuid4())`` without building the UUID object (one per chat message stored)."""
-    raw = bytearray(secrets.token_bytes(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4 (RFC 9562 5.4)
-    raw[8] = raw[8] & 0x3F | 0x80  # the RFC's variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _array_literal(items) -> str:
     """PostgreSQL's array literal of plain items (uuids, integers, t/f): nothing in them needs quoting."""
     return "{" + ",".join(items) + "}"
@@ -1409,7 +1400,7 @@ def chat_store_call(requests: list[ChatRequest], now: datetime) -> ChatStoreCall
     texts = tuple(r.text.strip() for r in batch)
     actors = [r.actor.as_text for r in batch]
     parameters = (
-        _array_literal(new_uuid_text() for _ in batch),
+        _array_literal(str(uuid.uuid4()) for _ in batch),
         _array_literal(a[0] for a in actors),
         _array_literal(a[1] for a in actors),
         _array_literal(a[2] for a in actors),

@@ -1223,8 +1223,11 @@ def test_audit_never_holds_chat_text_tokens_or_messages(clinic):
     assert lead_join.resume_token not in repr(rows)
 
 
-def test_new_uuid_text_is_a_random_version_4_uuid():
-    made = {live.new_uuid_text() for _ in range(500)}
+def test_the_chat_store_call_gives_each_message_a_random_version_4_uuid():
+    actor = live.Actor(uuid.uuid4(), uuid.uuid4(), 1)
+    requests = [live.ChatRequest(actor, f"c-{k}", "hello") for k in range(500)]
+    call = live.chat_store_call(requests, NOW)
+    made = set(call.parameters[0].strip("{}").split(","))
     assert len(made) == 500
     for text in made:
         parsed = uuid.UUID(text)
