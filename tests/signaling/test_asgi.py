@@ -43,7 +43,13 @@ async def echo_user(scope, receive, send):
     await send(
         {
             "type": "websocket.send",
-            "text": json.dumps({"authenticated": user.is_authenticated, "id": str(user.pk) if user.pk else None}),
+            "text": json.dumps(
+                {
+                    "authenticated": user.is_authenticated,
+                    "id": str(user.pk) if user.pk else None,
+                    "class": type(user).__name__,  # the user itself, not a lazy wrapper around it
+                }
+            ),
         }
     )
     await receive()
@@ -98,7 +104,7 @@ async def test_websocket_stack_accepts_same_origin_as_anonymous():
     await communicator.disconnect()
 
     assert connected is True
-    assert frame == {"authenticated": False, "id": None}
+    assert frame == {"authenticated": False, "id": None, "class": "AnonymousUser"}
 
 
 @pytest.mark.parametrize("headers", [FOREIGN_ORIGIN, [(b"host", b"127.0.0.1")]], ids=["foreign", "missing"])
@@ -127,7 +133,7 @@ async def test_websocket_stack_reads_the_django_session_user():
     await close_thread_connections()
 
     assert connected is True
-    assert frame == {"authenticated": True, "id": str(user.pk)}
+    assert frame == {"authenticated": True, "id": str(user.pk), "class": "User"}
 
 
 # --- under daphne ---------------------------------------------------------------------------------
