@@ -61,6 +61,9 @@ class Scenario:
     reference: bool = True
     # Settings of the telehealth target for this scenario only (a design comparison, not an issue target).
     env: dict[str, str] = field(default_factory=dict)
+    # A multi-process scenario that is the deployment the project ships (its processes' cost is
+    # held to PROCS_RATIO_TARGET); False: what it costs not to deploy that way (shown, no verdict).
+    shipped: bool = True
 
 
 def _sparse(name: str, title: str, **extra) -> Scenario:
@@ -91,6 +94,7 @@ SCENARIOS = {
             "(no session routing, or after a failover)",
             procs=2,
             baseline="rooms100",
+            shipped=False,  # the shipped proxy keeps each session on one process (routed2, scaled2)
         ),
         _sparse(
             "proxy1",
@@ -713,12 +717,20 @@ def render_targets(bench: Bench) -> list[str]:
                     how = "behind the proxy, each session on one" if scenario.proxy else "each session split over both"
                     if scenario.rooms != SCENARIOS[scenario.baseline].rooms:
                         how += f", {scenario.rooms} rooms against {SCENARIOS[scenario.baseline].rooms}"
-                    rows.append(
-                        f"| {rec.procs} processes ({how}) <= {PROCS_RATIO_TARGET:g}x one process per delivery "
-                        f"({scenario.baseline}) | {where} "
-                        f"| {pr:.2f}x ({fmt(r['cpu_us_per_delivery'], 1)} vs "
-                        f"{fmt(base.result['cpu_us_per_delivery'], 1)} us) | {verdict(pr <= PROCS_RATIO_TARGET)} |"
+                    measured = (
+                        f"{pr:.2f}x ({fmt(r['cpu_us_per_delivery'], 1)} vs "
+                        f"{fmt(base.result['cpu_us_per_delivery'], 1)} us)"
                     )
+                    if scenario.shipped:
+                        rows.append(
+                            f"| {rec.procs} processes ({how}) <= {PROCS_RATIO_TARGET:g}x one process per delivery "
+                            f"({scenario.baseline}) | {where} | {measured} | {verdict(pr <= PROCS_RATIO_TARGET)} |"
+                        )
+                    else:
+                        rows.append(
+                            f"| comparison: {rec.procs} processes ({how}: no session routing, or after a "
+                            f"failover), not the shipped deployment | {where} | {measured} | n/a |"
+                        )
         else:
             ok = r["join_p99_ms"] is not None and r["join_p99_ms"] <= JOIN_P99_TARGET_MS and r["joined"] == r["joins"]
             rows.append(
