@@ -692,11 +692,9 @@ def _procs_pairs(bench: Bench, scenario: Scenario, procs: int) -> list[tuple[flo
     for pair in range(max(r.pair for r in bench.records) + 1):
         multi = bench.find(scenario.name, "telehealth", procs, pair)
         base = bench.find(scenario.baseline, "telehealth", 1, pair)
-        if multi is None or base is None or not (multi.ok and base.ok):
-            continue
-        cpu, base_cpu = multi.result.get("cpu_us_per_delivery"), base.result.get("cpu_us_per_delivery")
-        if cpu and base_cpu:
-            pairs.append((cpu / base_cpu, cpu, base_cpu))
+        ratio = _ratio(multi.result, base) if multi is not None and multi.ok else None
+        if ratio is not None:
+            pairs.append((ratio, multi.result["cpu_us_per_delivery"], base.result["cpu_us_per_delivery"]))
     return pairs
 
 
