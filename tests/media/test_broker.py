@@ -371,6 +371,9 @@ async def test_sfu_talking_events_reach_the_others_as_sfu_talking(sfu_server):
         await pat.start()
         await wait_for(lambda: (lead.member_id, True) in pat.talking, 15, "pat to hear that lead talks")
         frame = next(f for f in pat.frames if f["type"] == "sfu.talking")
+        # Janus reads the level on lead's published audio: the event can reach pat before pat's own
+        # subscription carries that audio (CI saw 0 frames at that moment once). Wait for it too.
+        await wait_for(lambda: counts(pat, lead.member_id)["audio"] > 0, 15, "pat to receive lead's audio")
     finally:
         await close_all([pat, lead])
 
